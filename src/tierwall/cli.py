@@ -46,6 +46,8 @@ def _inventory(args: argparse.Namespace) -> int:
         topology = topology_from_outputs(outputs)
         access = Access(
             proxy_public=proxy_public_from_outputs(outputs),
+            admin_cidrs=tuple(outputs.get("admin_cidrs", ())),
+            domain=str(outputs.get("domain", "")),
             private_key_file=args.private_key,
             target=str(outputs.get("stack", "hetzner")),
         )

@@ -47,7 +47,12 @@ def cloud_config(ssh_public_keys: Sequence[str], ops_user: str = OPS_USER) -> di
         "disable_root": True,
         "ssh_pwauth": False,
         "write_files": [
-            {"path": SSHD_DROPIN_PATH, "permissions": "0644", "owner": "root:root", "content": SSHD_FIRST_BOOT},
+            {
+                "path": SSHD_DROPIN_PATH,
+                "permissions": "0644",
+                "owner": "root:root",
+                "content": SSHD_FIRST_BOOT,
+            },
             # Key-only accounts have no password to type: become needs NOPASSWD.
             {
                 "path": SUDOERS_PATH,

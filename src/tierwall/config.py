@@ -45,8 +45,16 @@ _SSH_KEY = re.compile(
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _NON_PUBLIC = tuple(
     ipaddress.ip_network(c)
-    for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16",
-              "fc00::/7", "fe80::/10", "::1/128")
+    for c in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "fc00::/7",
+        "fe80::/10",
+        "::1/128",
+    )
 )
 # Hetzner Volumes: 10 GB to 10 TB.
 VOLUME_MIN_GB, VOLUME_MAX_GB = 10, 10240
@@ -77,9 +85,7 @@ class StackConfig:
     domain: str
     ssh_public_keys: tuple[str, ...]
     admin_cidrs: tuple[str, ...]
-    server_types: Mapping[str, str] = field(
-        default_factory=lambda: {PROXY: "cx23", APP: "cx23", DB: "cx23"}
-    )
+    server_types: Mapping[str, str] = field(default_factory=lambda: {PROXY: "cx23", APP: "cx23", DB: "cx23"})
     image: str = "debian-12"
     proxy_count: int = 1
     app_count: int = 2
@@ -128,7 +134,9 @@ def _location(value: Any) -> str:
 
 def _server_types(value: Any) -> dict[str, str]:
     if not isinstance(value, Mapping):
-        raise _Invalid(f"must be a mapping of tier to server type, e.g. {{proxy: cx23, app: cx23, db: cx23}}, got {value!r}")
+        raise _Invalid(
+            f"must be a mapping of tier to server type (e.g. proxy: cx23), got {value!r}"
+        )
     unknown = sorted(set(value) - set(TIERS))
     if unknown:
         raise _Invalid(f"unknown tier(s) {unknown}; allowed tiers: {list(TIERS)}")
@@ -152,7 +160,9 @@ def _ssh_keys(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value:
-        raise _Invalid("at least one SSH public key is required (a list of 'ssh-ed25519 AAAA... comment' lines)")
+        raise _Invalid(
+            "at least one SSH public key is required (a list of 'ssh-ed25519 AAAA... comment' lines)"
+        )
     keys = []
     for index, key in enumerate(value):
         if not isinstance(key, str) or not _SSH_KEY.match(key.strip()):
@@ -214,7 +224,9 @@ def _volume_size(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Invalid(f"must be an integer number of GB, got {value!r}")
     if not VOLUME_MIN_GB <= value <= VOLUME_MAX_GB:
-        raise _Invalid(f"must be between {VOLUME_MIN_GB} and {VOLUME_MAX_GB} GB (Hetzner Volume limits), got {value}")
+        raise _Invalid(
+            f"must be between {VOLUME_MIN_GB} and {VOLUME_MAX_GB} GB (Hetzner Volume limits), got {value}"
+        )
     return value
 
 

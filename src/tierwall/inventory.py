@@ -27,6 +27,8 @@ class Access:
     """How the operator reaches the hosts: public proxy addresses and SSH settings."""
 
     proxy_public: Mapping[str, str]  # proxy host name -> public address
+    admin_cidrs: tuple[str, ...]  # who may SSH to the bastion (the flow matrix's "admin")
+    domain: str  # the platform's public name
     ssh_user: str = OPS_USER
     private_key_file: str | None = None
     known_hosts_file: str | None = None
@@ -76,7 +78,7 @@ def build_inventory(topology: Topology, access: Access) -> dict[str, Any]:
             chain = [bastion, str(first_app.address(FRONTEND))]
         args = base_args
         if chain:
-            args += f" -o ProxyCommand=\"{_proxy_command(access, chain)}\""
+            args += f' -o ProxyCommand="{_proxy_command(access, chain)}"'
         hostvars["ansible_ssh_common_args"] = args
         groups[host.tier]["hosts"][host.name] = hostvars
 
@@ -86,6 +88,8 @@ def build_inventory(topology: Topology, access: Access) -> dict[str, Any]:
         "tierwall_target": access.target,
         "tierwall_topology": topology.as_dict(),
         "tierwall_proxy_public": dict(access.proxy_public),
+        "tierwall_admin_cidrs": list(access.admin_cidrs),
+        "tierwall_domain": access.domain,
     }
     if access.private_key_file:
         all_vars["ansible_ssh_private_key_file"] = access.private_key_file
@@ -157,8 +161,6 @@ def load_outputs(path: str | Path) -> dict[str, Any]:
         raise InventoryError(f"outputs file not found: {path}") from None
     except json.JSONDecodeError as exc:
         raise InventoryError(f"{path} is not JSON (expected `pulumi stack output --json`): {exc}") from None
-
-
 
 
 def topology_from_outputs(outputs: Mapping[str, Any]) -> Topology:

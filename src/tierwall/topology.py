@@ -38,9 +38,7 @@ HOST_OFFSETS: dict[str, int] = {PROXY: 10, APP: 20, DB: 30}
 MAX_HOSTS_PER_TIER = 9
 DB_COUNT = 1
 
-_RFC1918 = tuple(
-    ipaddress.ip_network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
-)
+_RFC1918 = tuple(ipaddress.ip_network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 
 
 class TopologyError(ValueError):
@@ -230,9 +228,7 @@ def build_topology(
         if isinstance(count, bool) or not isinstance(count, int):
             raise TopologyError(f"{tier} count must be an integer, got {count!r}")
         if not 1 <= count <= MAX_HOSTS_PER_TIER:
-            raise TopologyError(
-                f"{tier} count must be between 1 and {MAX_HOSTS_PER_TIER}, got {count}"
-            )
+            raise TopologyError(f"{tier} count must be between 1 and {MAX_HOSTS_PER_TIER}, got {count}")
     by_name = {n.name: n for n in networks}
     hosts = []
     for tier in TIERS:
@@ -333,8 +329,7 @@ def _check_hosts(networks: tuple[Network, ...], hosts: tuple[Host, ...]) -> None
             network = by_name[interface.network]
             if interface.address not in network.cidr:
                 raise TopologyError(
-                    f"host {host.name}: address {interface.address} is outside {network.name} "
-                    f"{network.cidr}"
+                    f"host {host.name}: address {interface.address} is outside {network.name} {network.cidr}"
                 )
             if interface.address in (network.cidr.network_address, network.cidr.broadcast_address):
                 raise TopologyError(
