@@ -17,6 +17,7 @@ from tierwall.inventory import (
     topology_from_outputs,
     write_inventory,
 )
+from tierwall.paths import LAB_DIR, REPO
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -74,6 +75,33 @@ def _topology(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from tierwall.audit.controls import ControlsError, load_controls
+    from tierwall.audit.junit import JUnitError, read_junit
+    from tierwall.audit.report import AuditError, evaluate, load_segregation, render
+
+    try:
+        controls = load_controls(args.controls)
+        run = read_junit([Path(p) for p in args.junit])
+        statuses = evaluate(controls, run)
+    except (ControlsError, JUnitError, AuditError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    segregation = load_segregation(Path(args.segregation) if args.segregation else None)
+    html, markdown = render(statuses, run, Path(args.output), segregation, args.target)
+    failed = [s.control.id for s in statuses if s.status == "failed"]
+    print(f"report: {html} and {markdown}")
+    print(
+        f"controls: {sum(s.status == 'passed' for s in statuses)} passed, {len(failed)} failed, "
+        f"{sum(s.status == 'not reviewed' for s in statuses)} not reviewed"
+        + (f" (failed: {', '.join(failed)})" if failed else "")
+    )
+    if segregation and segregation["violations"]:
+        print(f"segregation: {segregation['violations']} violation(s)", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tierwall", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     topo = sub.add_parser("topology", help="print the topology and flow matrix of a stack file as JSON")
     topo.add_argument("stack_file", metavar="Pulumi.<stack>.yaml")
     topo.set_defaults(func=_topology)
+
+    audit = sub.add_parser("audit", help="render the audit report from the last run's JUnit XML")
+    audit.add_argument("--junit", nargs="+", required=True, metavar="XML", help="pytest --junit-xml files")
+    audit.add_argument("--controls", default=str(REPO / "audit" / "controls.yaml"), metavar="YAML")
+    audit.add_argument("--segregation", metavar="JSON", help="the segregation matrix evidence file")
+    audit.add_argument("--target", help="lab or the stack name (default: from the run)")
+    audit.add_argument("-o", "--output", default=str(LAB_DIR / "reports"), metavar="DIR")
+    audit.set_defaults(func=_audit)
 
     try:
         from tierwall.lab.cli import register as register_lab

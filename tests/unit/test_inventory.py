@@ -1,0 +1,133 @@
+"""The inventory generator on a recorded `pulumi stack output --json`: groups, jump chain, topology."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tierwall.cli import main
+from tierwall.inventory import (
+    Access,
+    InventoryError,
+    build_inventory,
+    load_outputs,
+    proxy_public_from_outputs,
+    topology_from_outputs,
+)
+
+OUTPUTS = Path(__file__).parent / "fixtures" / "stack-outputs.json"
+
+
+@pytest.fixture
+def outputs() -> dict[str, Any]:
+    return load_outputs(OUTPUTS)
+
+
+@pytest.fixture
+def inventory(outputs: dict[str, Any]) -> dict[str, Any]:
+    access = Access(
+        proxy_public=proxy_public_from_outputs(outputs),
+        admin_cidrs=tuple(outputs["admin_cidrs"]),
+        domain=outputs["domain"],
+        private_key_file="~/.ssh/tierwall",
+        target=outputs["stack"],
+    )
+    return build_inventory(topology_from_outputs(outputs), access)
+
+
+def _hosts(inventory: dict[str, Any], group: str) -> dict[str, Any]:
+    return inventory["all"]["children"][group]["hosts"]
+
+
+def _proxy_command(hostvars: dict[str, Any]) -> str:
+    args = shlex.split(hostvars["ansible_ssh_common_args"])
+    commands = [a.split("=", 1)[1] for a in args if a.startswith("ProxyCommand=")]
+    assert len(commands) == 1, args
+    return commands[0]
+
+
+def test_groups_match_the_topology(inventory: dict[str, Any]) -> None:
+    assert sorted(_hosts(inventory, "proxy")) == ["proxy-1"]
+    assert sorted(_hosts(inventory, "app")) == ["app-1", "app-2"]
+    assert sorted(_hosts(inventory, "db")) == ["db-1"]
+
+
+@pytest.mark.control("AC-03")
+def test_proxy_is_reached_directly_on_its_public_address(inventory: dict[str, Any]) -> None:
+    proxy = _hosts(inventory, "proxy")["proxy-1"]
+    assert proxy["ansible_host"] == "203.0.113.10"
+    assert "ProxyCommand" not in proxy["ansible_ssh_common_args"]
+
+
+@pytest.mark.control("AC-03")
+def test_app_is_reached_through_the_proxy(inventory: dict[str, Any]) -> None:
+    app = _hosts(inventory, "app")["app-2"]
+    assert app["ansible_host"] == "10.10.1.21"
+    command = _proxy_command(app)
+    assert command.endswith("-W %h:%p ops@203.0.113.10")
+    assert command.count("-W %h:%p") == 1
+
+
+@pytest.mark.control("AC-03")
+def test_db_is_reached_through_proxy_then_app(inventory: dict[str, Any]) -> None:
+    db = _hosts(inventory, "db")["db-1"]
+    assert db["ansible_host"] == "10.10.2.30"
+    command = _proxy_command(db)
+    # Outer hop: the app's frontend address, itself reached through the proxy.
+    assert command.endswith("-W %h:%p ops@10.10.1.20")
+    inner = shlex.split(command)
+    nested = [a.split("=", 1)[1] for a in inner if a.startswith("ProxyCommand=")]
+    assert len(nested) == 1
+    assert nested[0].endswith("-W %h:%p ops@203.0.113.10")
+    assert "-o IdentityFile=~/.ssh/tierwall" in nested[0]
+
+
+def test_topology_and_access_travel_to_every_host(inventory: dict[str, Any]) -> None:
+    all_vars = inventory["all"]["vars"]
+    assert all_vars["ansible_user"] == "ops"
+    assert all_vars["tierwall_target"] == "prod"
+    assert all_vars["tierwall_admin_cidrs"] == ["198.51.100.7/32"]
+    assert all_vars["tierwall_topology"]["hosts"]["db-1"]["addresses"] == {"backend": "10.10.2.30"}
+    assert _hosts(inventory, "app")["app-1"]["tierwall_addresses"] == {
+        "frontend": "10.10.1.20",
+        "backend": "10.10.2.20",
+    }
+
+
+def test_production_inventory_keeps_host_key_checking(inventory: dict[str, Any]) -> None:
+    for group in ("proxy", "app", "db"):
+        for hostvars in _hosts(inventory, group).values():
+            assert "StrictHostKeyChecking=yes" in hostvars["ansible_ssh_common_args"]
+
+
+def test_outputs_that_disagree_with_the_topology_are_refused(outputs: dict[str, Any]) -> None:
+    drifted = copy.deepcopy(outputs)
+    drifted["hosts"]["db-1"]["private_ips"]["backend"] = "10.10.2.99"
+    with pytest.raises(InventoryError, match=r"db-1 has 10\.10\.2\.99 on backend"):
+        topology_from_outputs(drifted)
+
+
+def test_outputs_without_hosts_are_refused(outputs: dict[str, Any]) -> None:
+    broken = {k: v for k, v in outputs.items() if k != "hosts"}
+    with pytest.raises(InventoryError, match="hosts"):
+        topology_from_outputs(broken)
+
+
+def test_inventory_command_writes_yaml(tmp_path: Path) -> None:
+    target = tmp_path / "inventory.yml"
+    assert main(["inventory", "--pulumi-outputs", str(OUTPUTS), "-o", str(target)]) == 0
+    written = yaml.safe_load(target.read_text())
+    assert sorted(written["all"]["children"]) == ["app", "db", "proxy"]
+
+
+def test_inventory_command_reports_bad_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "outputs.json"
+    bad.write_text(json.dumps({"stack": "prod"}))
+    assert main(["inventory", "--pulumi-outputs", str(bad)]) == 1
+    assert "error:" in capsys.readouterr().err
