@@ -43,7 +43,7 @@ class InventoryError(ValueError):
 
 
 def _ssh_options(access: Access) -> list[str]:
-    options = [f"-o StrictHostKeyChecking={access.strict_host_key_checking}"]
+    options = [f"-o StrictHostKeyChecking={access.strict_host_key_checking}", "-o ConnectTimeout=10"]
     if access.known_hosts_file:
         options.append(f"-o UserKnownHostsFile={access.known_hosts_file}")
     if access.private_key_file:
@@ -101,8 +101,11 @@ def _proxy_command(access: Access, chain: Sequence[str]) -> str:
     opts = " ".join(_ssh_options(access))
     command = f"ssh {opts} -W %h:%p {access.ssh_user}@{chain[0]}"
     for hop in chain[1:]:
+        # The outer ssh expands %-tokens in its whole ProxyCommand, the nested one included:
+        # doubling them leaves %h:%p for the inner ssh, which must reach the hop, not the target.
         # The inner command runs under /bin/sh -c; single quotes protect it there.
-        command = f"ssh {opts} -o ProxyCommand='{command}' -W %h:%p {access.ssh_user}@{hop}"
+        inner = command.replace("%", "%%")
+        command = f"ssh {opts} -o ProxyCommand='{inner}' -W %h:%p {access.ssh_user}@{hop}"
     return command
 
 

@@ -84,7 +84,8 @@ def test_db_is_reached_through_proxy_then_app(inventory: dict[str, Any]) -> None
     inner = shlex.split(command)
     nested = [a.split("=", 1)[1] for a in inner if a.startswith("ProxyCommand=")]
     assert len(nested) == 1
-    assert nested[0].endswith("-W %h:%p ops@203.0.113.10")
+    # Escaped once: the outer ssh turns %%h into %h for the inner one, which must reach the app.
+    assert nested[0].endswith("-W %%h:%%p ops@203.0.113.10")
     assert "-o IdentityFile=~/.ssh/tierwall" in nested[0]
 
 

@@ -1,0 +1,78 @@
+"""``tierwall lab up | down | status | ssh``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from tierwall.lab.system import LabError
+
+
+def _up(args: argparse.Namespace) -> int:
+    from tierwall.lab.lifecycle import up
+
+    return up(rebuild_base=args.rebuild_base, apps=args.apps)
+
+
+def _down(args: argparse.Namespace) -> int:
+    from tierwall.lab.lifecycle import down
+
+    return down()
+
+
+def _status(args: argparse.Namespace) -> int:
+    from tierwall.lab.lifecycle import status
+
+    return status()
+
+
+def _ssh(args: argparse.Namespace) -> int:
+    import yaml
+
+    from tierwall.lab.inventory import hosts_of, ssh_argv, write_lab_inventory
+
+    inventory = yaml.safe_load(write_lab_inventory().read_text())
+    hosts = hosts_of(inventory)
+    if args.host not in hosts:
+        raise LabError(f"no host {args.host!r} in the lab; hosts: {', '.join(hosts)}")
+    argv = ssh_argv(hosts[args.host], inventory["all"]["vars"], args.command)
+    os.execvp(argv[0], argv)
+    return 1  # not reached
+
+
+def _guarded(func):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except LabError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _apps(value: str) -> int:
+    count = int(value)
+    if not 1 <= count <= 9:
+        raise argparse.ArgumentTypeError("--apps must be between 1 and 9")
+    return count
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    lab = sub.add_parser("lab", help="the local lab: the topology as nspawn machines on this machine (root)")
+    commands = lab.add_subparsers(dest="lab_command", required=True)
+    up = commands.add_parser("up", help="build (or repair) the lab; idempotent")
+    up.add_argument("--rebuild-base", action="store_true", help="rebuild the cached Debian base image")
+    up.add_argument(
+        "--apps", type=_apps, metavar="N", help="number of app servers (overrides lab/stack.yaml)"
+    )
+    up.set_defaults(func=_guarded(_up))
+    down = commands.add_parser("down", help="remove everything the lab created")
+    down.set_defaults(func=_guarded(_down))
+    status = commands.add_parser("status", help="each host, its addresses and its state")
+    status.set_defaults(func=_guarded(_status))
+    ssh = commands.add_parser("ssh", help="ssh to a lab host through the jump chain")
+    ssh.add_argument("host")
+    ssh.add_argument("command", nargs=argparse.REMAINDER)
+    ssh.set_defaults(func=_guarded(_ssh))

@@ -1,0 +1,151 @@
+"""The lab's SSH key, known_hosts and Ansible inventory (``.lab/``, git-ignored).
+
+The inventory is :func:`tierwall.inventory.build_inventory` of the lab's topology (the same
+shape and jump chain as for Hetzner) plus lab-only variables:
+
+* ``tierwall_lab_sentinel``     the sentinel "internet" host (203.0.113.50)
+* ``tierwall_lab_operator``     the operator's address on the lab's internet (203.0.113.1)
+* ``tierwall_lab_namespaces``   host -> network namespace (for probes run from this machine)
+* ``tierwall_dns_resolvers``    the resolvers the proxy reaches through the NAT
+* ``tierwall_volume_device``    (db hosts) the block device of the db's volume
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tierwall.config import StackConfig, parse_config
+from tierwall.inventory import Access, build_inventory, write_inventory
+from tierwall.lab.addressing import OPERATOR, SENTINEL, SENTINEL_NS, netns, proxy_public
+from tierwall.lab.state import State
+from tierwall.lab.system import LabError, run
+from tierwall.paths import LAB_CONFIG, LAB_DIR
+from tierwall.topology import DB, PROXY, Topology
+
+SSH_DIR = LAB_DIR / "ssh"
+PRIVATE_KEY = SSH_DIR / "id_ed25519"
+PUBLIC_KEY = SSH_DIR / "id_ed25519.pub"
+KNOWN_HOSTS = SSH_DIR / "known_hosts"
+INVENTORY = LAB_DIR / "inventory.yml"
+
+
+def ensure_key() -> str:
+    """The lab's ops key pair (generated once per clone). Returns the public key line."""
+    if not (PRIVATE_KEY.exists() and PUBLIC_KEY.exists()):
+        SSH_DIR.mkdir(parents=True, exist_ok=True)
+        SSH_DIR.chmod(0o700)
+        for f in (PRIVATE_KEY, PUBLIC_KEY):
+            f.unlink(missing_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "tierwall-lab-ops", "-f", str(PRIVATE_KEY)])
+    return PUBLIC_KEY.read_text().strip()
+
+
+def lab_config(public_key: str | None = None, app_count: int | None = None) -> StackConfig:
+    """lab/stack.yaml validated like a Pulumi stack file, with the lab's key (and app count)."""
+    document = yaml.safe_load(LAB_CONFIG.read_text())
+    raw: dict[str, Any] = {}
+    for full_key, value in document["config"].items():
+        namespace, _, name = str(full_key).partition(":")
+        if namespace == "tierwall":
+            raw[name] = value
+    raw["sshPublicKeys"] = [public_key or _placeholder_key()]
+    if app_count is not None:
+        raw["appCount"] = app_count
+    return parse_config(raw, str(LAB_CONFIG))
+
+
+def _placeholder_key() -> str:
+    return (
+        PUBLIC_KEY.read_text().strip()
+        if PUBLIC_KEY.exists()
+        else "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIplaceholder"
+    )
+
+
+def addresses_of(topology: Topology) -> dict[str, list[str]]:
+    """Every address the operator may use to name each host (for known_hosts)."""
+    result = {}
+    for host in topology.hosts:
+        names = [str(i.address) for i in host.interfaces]
+        if host.tier == PROXY:
+            names.insert(0, str(proxy_public(int(host.name.rsplit("-", 1)[1]))))
+        result[host.name] = names
+    return result
+
+
+def write_known_hosts(topology: Topology, host_keys: dict[str, list[str]]) -> Path:
+    lines = []
+    for host, names in addresses_of(topology).items():
+        for key in host_keys[host]:
+            lines.append(f"{','.join(names)} {key}\n")
+    SSH_DIR.mkdir(parents=True, exist_ok=True)
+    KNOWN_HOSTS.write_text("".join(lines))
+    return KNOWN_HOSTS
+
+
+def lab_inventory(config: StackConfig, state: State | None, dns: list[str]) -> dict[str, Any]:
+    topology = config.topology()
+    proxies = {h.name: str(proxy_public(int(h.name.rsplit("-", 1)[1]))) for h in topology.hosts_in(PROXY)}
+    access = Access(
+        proxy_public=proxies,
+        admin_cidrs=config.admin_cidrs,
+        domain=config.domain,
+        private_key_file=str(PRIVATE_KEY),
+        known_hosts_file=str(KNOWN_HOSTS),
+        target="lab",
+    )
+    inventory = build_inventory(topology, access)
+    all_vars = inventory["all"]["vars"]
+    all_vars["tierwall_lab_sentinel"] = str(SENTINEL)
+    all_vars["tierwall_lab_operator"] = str(OPERATOR)
+    all_vars["tierwall_lab_namespaces"] = {
+        **{h.name: netns(h.name) for h in topology.hosts},
+        "sentinel": SENTINEL_NS,
+    }
+    all_vars["tierwall_dns_resolvers"] = list(dns)
+    if state:
+        for host in topology.hosts_in(DB):
+            device = state.volume.get(host.name)
+            if device:
+                inventory["all"]["children"][DB]["hosts"][host.name]["tierwall_volume_device"] = device
+    return inventory
+
+
+def write_lab_inventory(path: Path | None = None) -> Path:
+    """Write the lab's inventory (default ``.lab/inventory.yml``) for the lab as it is (or will be) up."""
+    from tierwall.lab.network import resolvers
+
+    state = State.load()
+    app_count = state.app_count if state and state.phase != "corrupt" else None
+    if not PUBLIC_KEY.exists():
+        raise LabError("the lab has no SSH key yet: run `tierwall lab up` first")
+    config = lab_config(PUBLIC_KEY.read_text().strip(), app_count)
+    return write_inventory(lab_inventory(config, state, resolvers()), path or INVENTORY)
+
+
+def ssh_argv(
+    hostvars: dict[str, Any],
+    all_vars: dict[str, Any],
+    command: list[str] | None = None,
+    extra: list[str] | None = None,
+) -> list[str]:
+    """The ssh command line Ansible would use for a host of the inventory (jump chain included)."""
+    import shlex
+
+    argv = ["ssh", *shlex.split(hostvars.get("ansible_ssh_common_args", "")), *(extra or [])]
+    key = hostvars.get("ansible_ssh_private_key_file") or all_vars.get("ansible_ssh_private_key_file")
+    if key:
+        argv += ["-i", key]
+    user = hostvars.get("ansible_user") or all_vars.get("ansible_user")
+    argv.append(f"{user}@{hostvars['ansible_host']}")
+    return argv + list(command or [])
+
+
+def hosts_of(inventory: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    result = {}
+    for group in inventory["all"]["children"].values():
+        result.update(group.get("hosts") or {})
+    return result

@@ -1,0 +1,338 @@
+"""``up``, ``down`` and ``status``: the lab's lifecycle, driven by the machine-wide state file.
+
+``up`` is idempotent: a healthy lab built for the same hosts is left alone (only the SSH key,
+known_hosts and inventory are brought in line with the calling clone: a lab left by another
+clone is re-keyed in place). A lab that is half-built, or whose machines died while
+namespaces, bridges, mounts and loop devices remain, is torn down from its state and rebuilt,
+keeping the machines' overlays and the db volume (like a reboot). ``down`` removes exactly
+what the state records plus the lab's stable names (see :mod:`tierwall.lab.addressing`), and
+nothing else; overlays and the volume go too. The base image cache stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tierwall.inventory import write_inventory
+from tierwall.lab import machines, network, snapshot
+from tierwall.lab.addressing import (
+    INTERNET_BRIDGE,
+    NFT_TABLE,
+    ROOT_VETH_PREFIX,
+    RUN_DIR,
+    SENTINEL,
+    SENTINEL_NS,
+    SENTINEL_PORTS,
+    SWITCH_NS,
+    netns,
+    proxy_public,
+)
+from tierwall.lab.image import ensure_base, is_ready
+from tierwall.lab.inventory import (
+    INVENTORY,
+    ensure_key,
+    hosts_of,
+    lab_config,
+    lab_inventory,
+    ssh_argv,
+    write_known_hosts,
+)
+from tierwall.lab.state import State
+from tierwall.lab.system import LabError, ensure_host_packages, log, require_root, run
+from tierwall.paths import LAB_DIR
+from tierwall.topology import DB, PROXY, Topology
+
+PREUP_SNAPSHOT = LAB_DIR / "preup-snapshot.json"
+_OUR_NETNS = re.compile(r"^tw-(switch|sentinel|(proxy|app|db)-\d+)$")
+
+
+# -- up ------------------------------------------------------------------------------------------
+
+
+def up(rebuild_base: bool = False, apps: int | None = None) -> int:
+    started = time.monotonic()
+    require_root()
+    ensure_host_packages()
+    key = ensure_key()
+    config = lab_config(key, apps)
+    topology = config.topology()
+    names = [h.name for h in topology.hosts]
+    state = State.load()
+    dns = network.resolvers()
+
+    if state is not None and not rebuild_base and state.phase == "up" and state.hosts == names:
+        problems = health(state, topology)
+        if not problems:
+            rekeyed = _access(state, topology, key)
+            _write_inventory(config, state, dns)
+            state.save()
+            if rekeyed:
+                print(f"lab is up; re-keyed for this clone ({LAB_DIR}) in {time.monotonic() - started:.1f} s")
+            else:
+                print("lab is up, nothing to do")
+            return 0
+        log("the lab is not healthy, repairing: " + "; ".join(problems))
+    if state is not None:
+        keep = not rebuild_base and state.hosts == names and state.phase != "corrupt"
+        log("tearing down the previous lab" + (" (keeping machine disks and volume)" if keep else ""))
+        teardown(state, keep_data=keep)
+    elif not _leftovers():
+        snapshot.save(PREUP_SNAPSHOT, snapshot.take())
+    else:
+        log("no state file but lab leftovers exist: removing them first")
+        teardown(State(), keep_data=False)
+
+    ensure_base(rebuild=rebuild_base)
+    state = State(app_count=config.app_count, hosts=names, started_at=time.time())
+    state.save()
+    network.build_network(state, topology)
+    start_sentinel(state)
+    for host in topology.hosts:
+        fresh = machines.mount_overlay(state, host.name)
+        if fresh:
+            machines.first_boot_files(host, [key], dns)
+        else:
+            machines.apply_cloud_config(machines.rootfs(host.name), [key])
+    for host in topology.hosts:
+        device = machines.attach_volume(state, host.name) if host.tier == DB else None
+        machines.start(state, host, device)
+    with ThreadPoolExecutor(len(topology.hosts)) as pool:
+        booted = dict(
+            zip(
+                names,
+                pool.map(lambda h: machines.wait_running(h.name, state.pids[h.name]), topology.hosts),
+                strict=True,
+            )
+        )
+    state.boot = booted
+    _access(state, topology, key)
+    inventory = _write_inventory(config, state, dns)
+    verify_ssh(inventory)
+    state.phase = "up"
+    state.save()
+    summary = ", ".join(f"{h} {s}" for h, s in booted.items())
+    print(f"lab is up in {time.monotonic() - started:.1f} s ({summary}); inventory: {INVENTORY}")
+    return 0
+
+
+def _access(state: State, topology: Topology, key: str) -> bool:
+    """Make the machines accept this clone's key and write its known_hosts. True when re-keyed."""
+    rekeyed = state.public_key is not None and state.public_key != key
+    if rekeyed:
+        for host in topology.hosts:
+            machines.apply_cloud_config(machines.rootfs(host.name), [key])
+    write_known_hosts(topology, {h.name: machines.host_public_keys(h.name) for h in topology.hosts})
+    state.public_key = key
+    state.key_owner = str(LAB_DIR)
+    return rekeyed
+
+
+def _write_inventory(config, state: State, dns: list[str]) -> dict:
+    inventory = lab_inventory(config, state, dns)
+    write_inventory(inventory, INVENTORY)
+    return inventory
+
+
+def verify_ssh(inventory: dict, timeout: float = 60) -> None:
+    """Every host answers over SSH through its jump chain (proxy; proxy+app for the db)."""
+    all_vars = inventory["all"]["vars"]
+
+    def attempt(item: tuple[str, dict]) -> str | None:
+        name, hostvars = item
+        argv = ssh_argv(hostvars, all_vars, ["hostname"], ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+            if result.returncode == 0 and result.stdout.strip() == name:
+                return None
+            last = (result.stderr or result.stdout).strip()
+            time.sleep(0.5)
+        return f"{name}: {last}"
+
+    with ThreadPoolExecutor(8) as pool:
+        failures = [f for f in pool.map(attempt, hosts_of(inventory).items()) if f]
+    if failures:
+        raise LabError("ssh through the jump chain failed:\n  " + "\n  ".join(failures))
+
+
+def start_sentinel(state: State) -> None:
+    www = RUN_DIR / "sentinel"
+    www.mkdir(parents=True, exist_ok=True)
+    (www / "index.html").write_text("tierwall lab sentinel: the rest of the internet\n")
+    for port in SENTINEL_PORTS:
+        process = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                SENTINEL_NS,
+                "python3",
+                "-m",
+                "http.server",
+                str(port),
+                "--bind",
+                str(SENTINEL),
+                "--directory",
+                str(www),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        state.pids[f"sentinel-{port}"] = process.pid
+        state.save()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        listening = run(["ip", "netns", "exec", SENTINEL_NS, "ss", "-Hltn"]).stdout
+        if all(f"{SENTINEL}:{p} " in listening for p in SENTINEL_PORTS):
+            return
+        time.sleep(0.1)
+    raise LabError("the sentinel's listeners did not start")
+
+
+# -- health and status -------------------------------------------------------------------------------
+
+
+def health(state: State, topology: Topology) -> list[str]:
+    problems = []
+    if not is_ready():
+        problems.append("the base image is missing or incomplete")
+    problems += network.network_healthy(state, topology)
+    for mount in state.mounts:
+        if not machines.is_mounted(Path(mount)):
+            problems.append(f"{mount} is not mounted")
+    for device, backing in state.loops.items():
+        if backing not in run(["losetup", "-n", "-O", "BACK-FILE", device], check=False).stdout:
+            problems.append(f"{device} is not attached to {backing}")
+    for name, pid in state.pids.items():
+        needle = "http.server" if name.startswith("sentinel-") else "systemd-nspawn"
+        if not machines.pid_alive(pid, needle):
+            problems.append(f"{name} (pid {pid}) is not running")
+        elif needle == "systemd-nspawn":
+            answer = machines.system_state(pid)
+            if answer not in ("running", "degraded"):
+                problems.append(f"{name} is {answer}")
+    return problems
+
+
+def status() -> int:
+    state = State.load()
+    if state is None:
+        print("lab is down (no state)")
+        return 1
+    config = lab_config(None, state.app_count)
+    topology = config.topology()
+    print(f"lab: {state.phase}; state {RUN_DIR / 'state.json'}; keys of {state.key_owner}")
+    for host in topology.hosts:
+        addresses = [f"{i.network} {i.address}" for i in host.interfaces]
+        if host.tier == PROXY:
+            addresses.insert(0, f"public {proxy_public(int(host.name.rsplit('-', 1)[1]))}")
+        pid = state.pids.get(host.name)
+        answer = machines.system_state(pid) if pid else "stopped"
+        extra = f" volume {state.volume[host.name]}" if host.name in state.volume else ""
+        print(f"  {host.name:8} {answer:9} ns {netns(host.name):12} pid {pid}  {', '.join(addresses)}{extra}")
+    alive = all(machines.pid_alive(state.pids.get(f"sentinel-{p}"), "http.server") for p in SENTINEL_PORTS)
+    print(
+        f"  {'sentinel':8} {'listening' if alive else 'down':9} ns {SENTINEL_NS:12} public {SENTINEL} "
+        f"tcp {', '.join(map(str, SENTINEL_PORTS))}"
+    )
+    problems = health(state, topology)
+    for problem in problems:
+        print(f"  problem: {problem}")
+    return 0 if state.phase == "up" and not problems else 1
+
+
+# -- down ----------------------------------------------------------------------------------------------
+
+
+def down() -> int:
+    started = time.monotonic()
+    require_root()
+    state = State.load()
+    if state is None and not _leftovers():
+        print("lab is down, nothing to do")
+        return 0
+    teardown(state or State(), keep_data=False)
+    print(f"lab is down in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def _leftovers() -> bool:
+    if any(_OUR_NETNS.match(n) for n in _netns_names()):
+        return True
+    if (
+        network.link_exists(INTERNET_BRIDGE)
+        or run(["nft", "list", "table", "inet", NFT_TABLE], check=False).returncode == 0
+    ):
+        return True
+    if any((root / machines.CGROUP_DIR).exists() for root in machines.cgroup_roots()):
+        return True
+    return bool(_our_mounts() or _our_loops() or machines.stray_processes())
+
+
+def _netns_names() -> list[str]:
+    return [line.split()[0] for line in run(["ip", "netns", "list"]).stdout.splitlines() if line.strip()]
+
+
+def _our_mounts() -> list[str]:
+    out = run(["findmnt", "-rn", "-o", "TARGET"]).stdout.splitlines()
+    return [m for m in out if m.startswith(str(RUN_DIR) + "/")]
+
+
+def _our_loops() -> dict[str, str]:
+    loops = {}
+    for line in run(["losetup", "-n", "-O", "NAME,BACK-FILE", "-l"]).stdout.splitlines():
+        fields = line.split(None, 1)
+        if len(fields) == 2 and fields[1].strip().startswith(str(RUN_DIR) + "/"):
+            loops[fields[0]] = fields[1].strip()
+    return loops
+
+
+def teardown(state: State, keep_data: bool) -> None:
+    """Remove what the lab created: processes, mounts, loop devices, network, files."""
+    machines.stop_all({n: p for n, p in state.pids.items() if not n.startswith("sentinel-")})
+    for name, pid in state.pids.items():
+        if name.startswith("sentinel-") and machines.pid_alive(pid, "http.server"):
+            os.kill(pid, signal.SIGTERM)
+    left = machines.kill_strays()
+    if left:
+        log(f"processes that would not die: {left}")
+    for mount in sorted(set(state.mounts) | set(_our_mounts()), reverse=True):
+        if machines.is_mounted(Path(mount)) and run(["umount", mount], check=False).returncode != 0:
+            run(["umount", "-l", mount])
+    for device in sorted(set(state.loops) | set(_our_loops())):
+        run(["losetup", "-d", device], check=False)
+    machines.remove_cgroups(state.cgroups)
+    extra_ns = [n for n in _netns_names() if _OUR_NETNS.match(n)]
+    state.root_links = sorted(
+        set(state.root_links)
+        | {INTERNET_BRIDGE}
+        | {
+            ln.split()[0].split("@")[0]
+            for ln in run(["ip", "-br", "link"]).stdout.splitlines()
+            if ln.startswith(ROOT_VETH_PREFIX)
+        }
+    )
+    state.nft_table = NFT_TABLE
+    network.teardown_network(state, extra_ns)
+    if keep_data:
+        for entry in RUN_DIR.glob("*/work"):
+            shutil.rmtree(entry, ignore_errors=True)
+    elif RUN_DIR.exists():
+        shutil.rmtree(RUN_DIR)
+        with contextlib.suppress(OSError):
+            RUN_DIR.parent.rmdir()  # /var/lib/tierwall, when nothing else of ours is in it
+    (RUN_DIR / "state.json").unlink(missing_ok=True)
+    for leftover in (SWITCH_NS, SENTINEL_NS):
+        if network.netns_exists(leftover):
+            raise LabError(f"could not remove namespace {leftover}")
