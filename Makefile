@@ -19,8 +19,10 @@ INVENTORY ?= $(LAB)/inventory.yml
 REPORTS  := $(LAB)/reports
 
 # Debian packages on the machine that runs the lab and the tests.
+# postgresql: the reference app's tests start throwaway clusters of their own (no main cluster is
+# created: see apt-deps).
 APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client util-linux \
-                ca-certificates curl
+                ca-certificates curl postgresql libpq5
 
 .PHONY: help
 help:
@@ -33,6 +35,9 @@ apt-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
+	  install -d /etc/postgresql-common; \
+	  [ -e /etc/postgresql-common/createcluster.conf ] || \
+	    echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
@@ -42,13 +47,33 @@ $(VENV)/.synced: pyproject.toml uv.lock
 	uv sync --frozen --quiet
 	@touch $@
 
+# -- the lab ---------------------------------------------------------------------------------------
+.PHONY: lab-up lab-down lab-status
+lab-up: deps apt-deps
+	$(BIN)/tierwall lab up
+
+lab-down: deps
+	$(BIN)/tierwall lab down
+
+lab-status: deps
+	$(BIN)/tierwall lab status
+
 # -- tests ----------------------------------------------------------------------------------------
-.PHONY: lint unit test
+PYTEST := $(BIN)/pytest -q -p no:cacheprovider
+
+.PHONY: lint unit lab-tests test
 lint: deps
 	$(BIN)/ruff check .
 
 unit: deps apt-deps
-	$(BIN)/pytest tests/unit -q
+	@mkdir -p $(REPORTS)
+	$(PYTEST) tests/unit app/tests --junit-xml=$(REPORTS)/unit.xml
 
-test: lint unit
-	@echo "make test: the lab suites arrive with the lab (issue 3)"
+# The live suites against the running lab; the lifecycle suite (down, up, repair) runs last
+# because it rebuilds the machines.
+lab-tests: lab-up
+	@mkdir -p $(REPORTS)
+	$(PYTEST) tests/lab -m "not lab_lifecycle" --junit-xml=$(REPORTS)/lab.xml
+	$(PYTEST) tests/lab -m lab_lifecycle --junit-xml=$(REPORTS)/lifecycle.xml
+
+test: lint unit lab-tests
