@@ -19,10 +19,11 @@ INVENTORY ?= $(LAB)/inventory.yml
 REPORTS  := $(LAB)/reports
 
 # Debian packages on the machine that runs the lab and the tests.
+# nginx-light: `nginx -t` of the rendered templates; testssl.sh: the edge suite.
 # postgresql: the reference app's tests start throwaway clusters of their own (no main cluster is
 # created: see apt-deps).
 APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client util-linux \
-                ca-certificates curl postgresql libpq5
+                ca-certificates curl postgresql libpq5 nginx-light testssl.sh
 
 .PHONY: help
 help:

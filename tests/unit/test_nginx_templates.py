@@ -1,0 +1,541 @@
+"""The edge's nginx configuration, rendered and checked without a running nginx.
+
+The templates in templates/nginx are rendered with Ansible's own templating engine (the same
+filters, the same trust rules as the nginx role) from the role's defaults and a topology with
+one and with three app servers. The rendered tree then passes `nginx -t` in a temporary prefix
+with throw-away certificates: no nginx process is started and no socket is opened.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tierwall.paths import REPO
+from tierwall.topology import build_topology
+
+TEMPLATES = REPO / "templates" / "nginx"
+ROLE = REPO / "ansible" / "roles" / "nginx"
+DOMAIN = "notes.example.test"
+
+# Installed path (relative to the nginx config directory) -> template, as the role installs them.
+FILES = {
+    "nginx.conf": "nginx.conf.j2",
+    "conf.d/tierwall-tls.conf": "conf.d/tierwall-tls.conf.j2",
+    "conf.d/tierwall-logging.conf": "conf.d/tierwall-logging.conf.j2",
+    "conf.d/tierwall-limits.conf": "conf.d/tierwall-limits.conf.j2",
+    "conf.d/tierwall-upstream.conf": "conf.d/tierwall-upstream.conf.j2",
+    "snippets/tierwall-headers.conf": "snippets/tierwall-headers.conf.j2",
+    "snippets/tierwall-proxy.conf": "snippets/tierwall-proxy.conf.j2",
+    "sites-enabled/tierwall-default.conf": "sites/tierwall-default.conf.j2",
+    "sites-enabled/tierwall-site.conf": "sites/tierwall-site.conf.j2",
+}
+
+
+def nginx_binary() -> str:
+    path = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if path is None:
+        pytest.fail(
+            "nginx is not installed: the rendered configuration is checked with `nginx -t`. "
+            "Install it with `apt-get install nginx-light` (no service needs to run)."
+        )
+    return path
+
+
+def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def render_tree(prefix: Path, app_count: int, **overrides: Any) -> dict[str, str]:
+    """Render every template as the role would, into ``prefix/conf``; return path -> text."""
+    conf, logs, tls = prefix / "conf", prefix / "logs", prefix / "tls"
+    for directory in (conf, logs, tls):
+        directory.mkdir(parents=True, exist_ok=True)
+    site_cert, site_key = _self_signed(tls, DOMAIN)
+    ca_cert, _ = _self_signed(tls, "ca.tierwall.internal")
+    loader = DataLoader()
+    variables: dict[str, Any] = dict(
+        loader.load_from_file(str(ROLE / "defaults" / "main.yml"), trusted_as_template=True)
+    )
+    variables.update(loader.load_from_file(str(ROLE / "vars" / "main.yml"), trusted_as_template=True))
+    variables.update(
+        {
+            "ansible_managed": "Ansible managed: do not edit",
+            "role_path": str(ROLE),
+            "inventory_hostname": "proxy-1",
+            "tierwall_domain": DOMAIN,
+            "tierwall_topology": build_topology(app_count=app_count).as_dict(),
+            # Paths the role points at the host; here they point into the temporary prefix.
+            "nginx_log_dir": str(logs),
+            "nginx_pid_file": str(prefix / "nginx.pid"),
+            "nginx_upstream_ca_file": str(ca_cert),
+            "__nginx_tls_certificate": str(site_cert),
+            "__nginx_tls_key": str(site_key),
+            "__nginx_tls_chain": str(ca_cert),
+        }
+    )
+    variables.update(overrides)
+    templar = Templar(loader=loader, variables=variables)
+    rendered = {}
+    for target, source in FILES.items():
+        text = templar.template(trust_as_template((TEMPLATES / source).read_text()))
+        path = conf / target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        rendered[target] = text
+    (conf / "mime.types").write_text("types {\n    text/html html;\n}\n")
+    (conf / "modules-enabled").mkdir(exist_ok=True)
+    return rendered
+
+
+def nginx_test(prefix: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [nginx_binary(), "-t", "-p", str(prefix), "-c", str(prefix / "conf" / "nginx.conf")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def directives(text: str, name: str) -> list[str]:
+    """The arguments of every ``name ...;`` directive in ``text`` (comments ignored)."""
+    found = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith(name + " ") and line.endswith(";"):
+            found.append(line[len(name) :].strip().rstrip(";").strip())
+    return found
+
+
+@pytest.fixture(params=[1, 3], ids=["1-app", "3-apps"])
+def app_count(request: pytest.FixtureRequest) -> int:
+    return request.param
+
+
+@pytest.fixture
+def tree(tmp_path: Path, app_count: int) -> tuple[Path, dict[str, str]]:
+    return tmp_path, render_tree(tmp_path, app_count)
+
+
+# -- the whole configuration is valid nginx --------------------------------------------------------
+
+
+def test_nginx_binary_is_installed() -> None:
+    assert Path(nginx_binary()).exists()
+
+
+def test_rendered_configuration_passes_nginx_t(tree: tuple[Path, dict[str, str]]) -> None:
+    prefix, _ = tree
+    result = nginx_test(prefix)
+    assert result.returncode == 0, f"nginx -t failed:\n{result.stderr}"
+    assert "test is successful" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"nginx_certificate_source": "acme"},
+        {"nginx_certificate_source": "acme", "nginx_ocsp_stapling": True, "nginx_resolvers": ["127.0.0.1"]},
+        {"nginx_certificate_source": "path", "nginx_listen_ipv6": False},
+        {"nginx_hsts_include_subdomains": False, "nginx_rate_limit_rate": "30r/m"},
+    ],
+    ids=["acme", "acme-ocsp", "path-ipv4-only", "variants"],
+)
+def test_variants_pass_nginx_t(tmp_path: Path, overrides: dict[str, Any]) -> None:
+    render_tree(tmp_path, 2, **overrides)
+    result = nginx_test(tmp_path)
+    assert result.returncode == 0, f"nginx -t failed for {overrides}:\n{result.stderr}"
+
+
+def test_a_broken_file_fails_nginx_t(tmp_path: Path) -> None:
+    """The check is real: a configuration with an error is refused."""
+    render_tree(tmp_path, 1)
+    site = tmp_path / "conf" / "sites-enabled" / "tierwall-site.conf"
+    site.write_text(site.read_text().replace("proxy_pass https://tierwall_app;", "proxy_pass;"))
+    assert nginx_test(tmp_path).returncode != 0
+
+
+def test_every_include_is_relative(tree: tuple[Path, dict[str, str]]) -> None:
+    """The role validates a candidate inside a copy of /etc/nginx: absolute includes would
+    make it check the live files instead."""
+    _, files = tree
+    for path, text in files.items():
+        for argument in directives(text, "include"):
+            assert not argument.startswith("/"), f"{path}: include {argument} must be relative"
+
+
+def test_every_file_carries_the_ansible_managed_header(tree: tuple[Path, dict[str, str]]) -> None:
+    _, files = tree
+    for path, text in files.items():
+        assert text.startswith("#\n# Ansible managed"), f"{path} lacks the ansible_managed header"
+
+
+# -- TLS (TLS-01, TLS-02) --------------------------------------------------------------------------
+
+
+@pytest.mark.control("TLS-01")
+def test_only_tls_1_2_and_1_3(tree: tuple[Path, dict[str, str]]) -> None:
+    _, files = tree
+    everything = "\n".join(files.values())
+    assert directives(everything, "ssl_protocols") == ["TLSv1.2 TLSv1.3"]
+    assert directives(everything, "proxy_ssl_protocols") == ["TLSv1.2 TLSv1.3"]
+
+
+@pytest.mark.control("TLS-01")
+def test_only_aead_ciphers(tree: tuple[Path, dict[str, str]]) -> None:
+    _, files = tree
+    (ciphers,) = directives(files["conf.d/tierwall-tls.conf"], "ssl_ciphers")
+    for cipher in ciphers.split(":"):
+        assert cipher.startswith("ECDHE-"), f"{cipher}: forward secrecy requires ECDHE"
+        assert cipher.endswith(("-GCM-SHA256", "-GCM-SHA384", "-CHACHA20-POLY1305")), f"{cipher} is not AEAD"
+    assert directives(files["conf.d/tierwall-tls.conf"], "ssl_session_tickets") == ["off"]
+
+
+@pytest.mark.control("TLS-01")
+def test_openssl_expands_the_cipher_list_to_aead_only(tree: tuple[Path, dict[str, str]]) -> None:
+    """What OpenSSL makes of the string, not only what it says."""
+    _, files = tree
+    (ciphers,) = directives(files["conf.d/tierwall-tls.conf"], "ssl_ciphers")
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed; the cipher string itself is checked above")
+    result = subprocess.run(
+        [openssl, "ciphers", "-v", "-tls1_2", ciphers], capture_output=True, text=True, check=True
+    )
+    for line in result.stdout.splitlines():
+        name, *_, encryption, mac = line.split()
+        assert mac == "Mac=AEAD", f"{name} ({encryption}) is not AEAD"
+
+
+@pytest.mark.control("TLS-02")
+def test_http_redirects_and_hsts_is_sent(tree: tuple[Path, dict[str, str]]) -> None:
+    _, files = tree
+    site = files["sites-enabled/tierwall-site.conf"]
+    assert f"return 301 https://{DOMAIN}$request_uri;" in site
+    hsts = [h for h in directives(files["snippets/tierwall-headers.conf"], "add_header") if "Strict" in h]
+    assert hsts == ['Strict-Transport-Security "max-age=63072000; includeSubDomains" always']
+
+
+@pytest.mark.control("TLS-02")
+def test_unknown_host_names_get_nothing(tree: tuple[Path, dict[str, str]]) -> None:
+    _, files = tree
+    default = files["sites-enabled/tierwall-default.conf"]
+    assert default.count("default_server;") == 4
+    assert directives(default, "return") == ["444", "444"]
+    assert directives(default, "ssl_reject_handshake") == ["on"]
+    assert "ssl_certificate" not in default
+
+
+def test_acme_challenges_are_the_only_plain_http_content(tmp_path: Path) -> None:
+    acme = render_tree(tmp_path / "acme", 1, nginx_certificate_source="acme")
+    lab = render_tree(tmp_path / "lab", 1)
+    assert "location ^~ /.well-known/acme-challenge/" in acme["sites-enabled/tierwall-site.conf"]
+    assert "acme-challenge" not in lab["sites-enabled/tierwall-site.conf"]
+    assert "ssl_stapling" not in acme["sites-enabled/tierwall-site.conf"]
+
+
+# -- headers (HDR-01) ------------------------------------------------------------------------------
+
+
+@pytest.mark.control("HDR-01")
+def test_every_security_header_is_added_always(tree: tuple[Path, dict[str, str]]) -> None:
+    _, files = tree
+    headers = directives(files["snippets/tierwall-headers.conf"], "add_header")
+    names = {h.split()[0] for h in headers}
+    assert {
+        "Strict-Transport-Security",
+        "Content-Security-Policy",
+        "X-Content-Type-Options",
+        "X-Frame-Options",
+        "Referrer-Policy",
+        "Permissions-Policy",
+    } <= names
+    assert all(h.endswith(" always") for h in headers), "every header must be sent on errors too"
+    csp = next(h for h in headers if h.startswith("Content-Security-Policy"))
+    assert "frame-ancestors 'none'" in csp
+    assert directives(files["nginx.conf"], "server_tokens") == ["off"]
+
+
+@pytest.mark.control("HDR-01")
+def test_headers_reach_every_server_and_no_location_overrides_them(tree: tuple[Path, dict[str, str]]) -> None:
+    _, files = tree
+    site = files["sites-enabled/tierwall-site.conf"]
+    assert site.count("include snippets/tierwall-headers.conf;") == 2
+    for path, text in files.items():
+        if path != "snippets/tierwall-headers.conf":
+            assert not directives(text, "add_header"), f"{path}: add_header would drop the snippet's headers"
+    hidden = directives(files["snippets/tierwall-proxy.conf"], "proxy_hide_header")
+    assert {"X-Powered-By", "Server"} <= set(hidden)
+
+
+# -- limits (RATE-01) ------------------------------------------------------------------------------
+
+
+@pytest.mark.control("RATE-01")
+def test_per_client_limits_answer_429(tree: tuple[Path, dict[str, str]]) -> None:
+    _, files = tree
+    limits = files["conf.d/tierwall-limits.conf"]
+    assert directives(limits, "limit_req_status") == ["429"]
+    assert directives(limits, "limit_conn_status") == ["429"]
+    assert directives(limits, "limit_req_zone") == [
+        "$binary_remote_addr zone=tierwall_req_per_client:10m rate=10r/s"
+    ]
+    site = files["sites-enabled/tierwall-site.conf"]
+    https = site[site.index("listen 443") :]
+    assert directives(https, "limit_req") == ["zone=tierwall_req_per_client burst=20 nodelay"]
+    assert directives(https, "limit_conn") == ["tierwall_conn_per_client 20"]
+    assert directives(limits, "client_max_body_size") == ["10m"]
+
+
+# -- upstream (TLS-03) -----------------------------------------------------------------------------
+
+
+@pytest.mark.control("TLS-03")
+def test_upstream_lists_every_app_server(tree: tuple[Path, dict[str, str]], app_count: int) -> None:
+    _, files = tree
+    topology = build_topology(app_count=app_count)
+    servers = [s.split()[0] for s in directives(files["conf.d/tierwall-upstream.conf"], "server")]
+    expected = [f"{h.address('frontend')}:{topology.ports.app}" for h in topology.hosts_in("app")]
+    assert servers == expected
+    assert len(servers) == app_count
+    assert directives(files["conf.d/tierwall-upstream.conf"], "keepalive") == ["16"]
+
+
+@pytest.mark.control("TLS-03")
+def test_proxy_verifies_the_app_servers_certificates(tree: tuple[Path, dict[str, str]]) -> None:
+    _, files = tree
+    proxy = files["snippets/tierwall-proxy.conf"]
+    assert directives(proxy, "proxy_ssl_verify") == ["on"]
+    assert directives(proxy, "proxy_ssl_server_name") == ["on"]
+    assert directives(proxy, "proxy_ssl_name") == ["app.tierwall.internal"]
+    assert len(directives(proxy, "proxy_ssl_trusted_certificate")) == 1
+    assert directives(files["sites-enabled/tierwall-site.conf"], "proxy_pass") == ["https://tierwall_app"]
+
+
+# -- logs (RET-03) ---------------------------------------------------------------------------------
+
+
+def _log_format(files: dict[str, str]) -> str:
+    text = files["conf.d/tierwall-logging.conf"]
+    match = re.search(r"^log_format\s+tierwall_anonymised\s+escape=default\s+(.*?);", text, re.M | re.S)
+    assert match, "log_format tierwall_anonymised not found"
+    return match.group(1)
+
+
+@pytest.mark.control("RET-03")
+def test_log_format_holds_no_full_address_query_or_body(tree: tuple[Path, dict[str, str]]) -> None:
+    _, files = tree
+    log_format = _log_format(files)
+    variables = set(re.findall(r"\$([a-z_0-9]+)", log_format))
+    forbidden = {
+        "remote_addr", "binary_remote_addr", "realip_remote_addr", "http_x_forwarded_for",
+        "proxy_add_x_forwarded_for", "request", "request_uri", "args", "query_string",
+        "request_body", "http_referer", "http_user_agent", "http_cookie", "http_authorization",
+    }  # fmt: skip
+    assert not variables & forbidden, f"log_format logs {sorted(variables & forbidden)}"
+    assert not any(v.startswith(("arg_", "cookie_", "sent_http_set_cookie")) for v in variables)
+    assert {
+        "tierwall_client",
+        "request_method",
+        "uri",
+        "status",
+        "body_bytes_sent",
+        "request_time",
+    } <= variables
+    everything = "\n".join(files.values())
+    assert directives(everything, "access_log") == [f"{tree[0] / 'logs'}/access.log tierwall_anonymised"]
+    assert directives(files["nginx.conf"], "error_log") == [f"{tree[0] / 'logs'}/error.log crit"]
+
+
+def _anonymiser(files: dict[str, str]):
+    """The map's regexes, applied as nginx applies them: first match wins, default "-"."""
+    text = files["conf.d/tierwall-logging.conf"]
+    body = re.search(r"map \$remote_addr \$tierwall_client \{(.*?)\n\}", text, re.S).group(1)
+    rules = []
+    for line in body.splitlines():
+        match = re.match(r'\s*"(~\*?)(.*)"\s+"(.*)";', line)
+        if match:
+            flags = re.I if match.group(1) == "~*" else 0
+            rules.append((re.compile(match.group(2), flags), match.group(3)))
+    assert len(rules) == 4
+
+    def anonymise(address: str) -> str:
+        for pattern, value in rules:
+            found = pattern.search(address)
+            if found:
+                return found.expand(re.sub(r"\$(\d)", r"\\g<\1>", value))
+        return "-"
+
+    return anonymise
+
+
+@pytest.mark.control("RET-03")
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("203.0.113.77", "203.0.113.0"),
+        ("10.10.1.10", "10.10.1.0"),
+        ("::ffff:198.51.100.9", "::ffff:198.51.100.0"),
+        ("2001:db8:1234:5678:9abc:def0:1:2", "2001:db8:1234::"),
+        ("2001:DB8:AB::1", "2001:DB8:AB::"),
+        ("2001:db8::1", "2001:db8::"),
+        ("2001::5:6:7:8:9:10", "2001::"),
+        ("::1", "::"),
+        ("unix:", "-"),
+    ],
+)
+def test_client_addresses_are_anonymised(tmp_path: Path, address: str, expected: str) -> None:
+    anonymise = _anonymiser(render_tree(tmp_path, 1))
+    result = anonymise(address)
+    assert result == expected
+    if result != "-":
+        kept = ipaddress.ip_address(result.replace("::ffff:", "") if "." in result else result)
+        original = ipaddress.ip_address(address.replace("::ffff:", "") if "." in address else address)
+        bits = 24 if original.version == 4 else 48
+        mask = int(ipaddress.ip_network(f"{original}/{bits}", strict=False).netmask)
+        # Nothing beyond the prefix survives, and what survives is the original's (an address
+        # with "::" early may keep fewer than 48 bits: more anonymous, never less).
+        assert int(kept) & ~mask == 0, f"{result} keeps more than /{bits} of {address}"
+        assert int(kept) & ~int(original) == 0, f"{result} is not a truncation of {address}"
+
+
+# -- the role's own installation path: validate with a copy, converge twice ------------------------
+
+
+def _render_checker(tmp_path: Path, conf_dir: Path) -> Path:
+    loader = DataLoader()
+    templar = Templar(
+        loader=loader, variables={"ansible_managed": "Ansible managed", "__nginx_conf_dir": str(conf_dir)}
+    )
+    checker = tmp_path / "tierwall-nginx-check"
+    source = (ROLE / "templates" / "tierwall-nginx-check.j2").read_text()
+    checker.write_text(templar.template(trust_as_template(source)))
+    checker.chmod(0o755)
+    return checker
+
+
+def test_the_validate_helper_checks_a_candidate_in_a_copy(tmp_path: Path) -> None:
+    """tierwall-nginx-check accepts a good candidate, refuses a broken one, and never touches
+    the live tree (here: the rendered tree in the temporary prefix)."""
+    nginx_binary()
+    render_tree(tmp_path, 3)
+    conf = tmp_path / "conf"
+    checker = _render_checker(tmp_path, conf)
+    live_site = conf / "sites-enabled" / "tierwall-site.conf"
+    before = live_site.read_text()
+    good, bad = tmp_path / "good.conf", tmp_path / "bad.conf"
+    good.write_text(before)
+    bad.write_text(before.replace("limit_req zone=tierwall_req_per_client", "limit_req zone=no_such_zone"))
+
+    ok = subprocess.run([checker, live_site, good], capture_output=True, text=True, timeout=60, check=False)
+    assert ok.returncode == 0, ok.stderr
+    refused = subprocess.run(
+        [checker, live_site, bad], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert refused.returncode != 0
+    assert "no_such_zone" in refused.stderr
+    assert live_site.read_text() == before
+    outside = subprocess.run([checker, "/etc/passwd", good], capture_output=True, text=True, check=False)
+    assert outside.returncode == 2
+
+
+def _prepare_prefix(tmp_path: Path, app_count: int) -> None:
+    """Certificates and the directories Debian's package ships, without the role's files."""
+    conf = tmp_path / "prefix" / "conf"
+    render_tree(tmp_path / "prefix", app_count)
+    for path in FILES:
+        (conf / path).unlink()
+
+
+def _converge_config(tmp_path: Path, app_count: int) -> tuple[int, str]:
+    """Run the role's config.yml with Ansible itself, every path pointed into ``tmp_path``."""
+    prefix = tmp_path / "prefix"
+    conf = prefix / "conf"
+    tls = prefix / "tls"
+    extra = {
+        "__nginx_conf_dir": str(conf),
+        "__nginx_check_command": str(tmp_path / "tierwall-nginx-check"),
+        "nginx_log_dir": str(prefix / "logs"),
+        "nginx_pid_file": str(prefix / "nginx.pid"),
+        "nginx_upstream_ca_file": str(tls / "ca.tierwall.internal.crt"),
+        "__nginx_tls_certificate": str(tls / f"{DOMAIN}.crt"),
+        "__nginx_tls_key": str(tls / f"{DOMAIN}.key"),
+        "__nginx_tls_chain": str(tls / "ca.tierwall.internal.crt"),
+        "tierwall_domain": DOMAIN,
+        "tierwall_topology": build_topology(app_count=app_count).as_dict(),
+    }
+    (tmp_path / "extra.json").write_text(json.dumps(extra))
+    (tmp_path / "inventory.ini").write_text(
+        f"proxy-1 ansible_connection=local ansible_python_interpreter={sys.executable}\n"
+    )
+    # end_play: the handlers (nginx -t on /etc/nginx, systemctl reload) are for a real host.
+    (tmp_path / "play.yml").write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.include_role: {name: nginx, tasks_from: config.yml}\n"
+        "    - ansible.builtin.meta: end_play\n"
+    )
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "ansible" / "roles"), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp")}  # fmt: skip
+    env.pop("ANSIBLE_CONFIG", None)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory.ini"),
+         "-e", f"@{tmp_path / 'extra.json'}", str(tmp_path / "play.yml")],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    recap = re.search(r"^proxy-1\s*:.*changed=(\d+)", output, re.M)
+    assert recap, output
+    return int(recap.group(1)), output
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the role installs files owned by root: run as root")
+def test_the_role_installs_a_valid_tree_and_a_second_run_changes_nothing(tmp_path: Path) -> None:
+    nginx_binary()
+    _prepare_prefix(tmp_path, 3)
+    first, output = _converge_config(tmp_path, 3)
+    assert first > 0, output
+    assert all((tmp_path / "prefix" / "conf" / path).is_file() for path in FILES), output
+    second, output = _converge_config(tmp_path, 3)
+    assert second == 0, f"second converge changed {second} file(s):\n{output}"
+    assert nginx_test(tmp_path / "prefix").returncode == 0
