@@ -397,3 +397,19 @@ def _pairs(items: tuple) -> Iterator[tuple]:
     for i, a in enumerate(items):
         for b in items[i + 1 :]:
             yield a, b
+
+
+def topology_from_dict(data: dict) -> Topology:
+    """Rebuild (and so re-validate) a topology from :meth:`Topology.as_dict` output, e.g. the
+    ``tierwall_topology`` inventory variable the live suites read."""
+    tiers = [h["tier"] for h in data["hosts"].values()]
+    topology = build_topology(
+        frontend_cidr=data["networks"][FRONTEND]["cidr"],
+        backend_cidr=data["networks"][BACKEND]["cidr"],
+        proxy_count=tiers.count(PROXY),
+        app_count=tiers.count(APP),
+        ports=Ports(**data["ports"]),
+    )
+    if topology.as_dict() != data:
+        raise TopologyError("the topology given differs from the one its parameters derive: regenerate it")
+    return topology

@@ -19,7 +19,7 @@ import yaml
 from tierwall.lab.addressing import netns
 from tierwall.lab.inventory import INVENTORY, hosts_of, ssh_argv
 from tierwall.lab.state import State
-from tierwall.topology import Topology, build_topology
+from tierwall.topology import Topology, topology_from_dict
 
 LIFECYCLE = "lab_lifecycle"
 
@@ -71,13 +71,7 @@ def require_lab() -> Lab:
             pytrace=False,
         )
     inventory = yaml.safe_load(Path(INVENTORY).read_text())
-    t = inventory["all"]["vars"]["tierwall_topology"]
-    topology = build_topology(
-        frontend_cidr=t["networks"]["frontend"]["cidr"],
-        backend_cidr=t["networks"]["backend"]["cidr"],
-        proxy_count=sum(1 for h in t["hosts"].values() if h["tier"] == "proxy"),
-        app_count=sum(1 for h in t["hosts"].values() if h["tier"] == "app"),
-    )
+    topology = topology_from_dict(inventory["all"]["vars"]["tierwall_topology"])
     return Lab(inventory, state, topology)
 
 

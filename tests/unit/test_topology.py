@@ -24,6 +24,7 @@ from tierwall.topology import (
     Topology,
     TopologyError,
     build_topology,
+    topology_from_dict,
 )
 
 IP = ipaddress.ip_address
@@ -203,3 +204,15 @@ def test_as_dict_is_plain_data(topology: Topology) -> None:
     assert data["hosts"]["db-1"] == {"tier": DB, "addresses": {BACKEND: "10.10.2.30"}}
     assert data["networks"][FRONTEND] == {"cidr": "10.10.1.0/24", "gateway": "10.10.1.1"}
     assert len(data["flows"]) == len(topology.flows)
+
+
+def test_round_trip_through_plain_data() -> None:
+    topology = build_topology(app_count=3, ports=Ports(app=9443))
+    assert topology_from_dict(topology.as_dict()) == topology
+
+
+def test_edited_plain_data_is_refused() -> None:
+    data = build_topology().as_dict()
+    data["hosts"]["db-1"]["addresses"]["backend"] = "10.10.2.99"
+    with pytest.raises(TopologyError, match="differs"):
+        topology_from_dict(data)
