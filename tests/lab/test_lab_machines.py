@@ -212,9 +212,11 @@ def test_proxy_cannot_reach_the_backend(lab):
     (db,) = lab.names(DB)
     db_address = str(lab.topology.host(db).address(BACKEND))
     for host in lab.names(PROXY):
-        outcome, seconds = connect(lab, host, db_address, lab.topology.ports.ssh)
+        # Before the firewall role the attempt dies at once (the operator's unreachable route);
+        # after it, the proxy's own output chain drops it. Either way nothing may answer.
+        outcome, _ = connect(lab, host, db_address, lab.topology.ports.ssh)
         assert outcome != "connected", f"{host} reached the db at {db_address}"
-        assert seconds < 2, f"{host}: attempt to the db hung {seconds:.1f} s (expected an immediate error)"
+        assert not outcome.startswith("ConnectionRefusedError"), f"{host}: a packet reached the db (RST)"
 
 
 @pytest.mark.control("NET-05")

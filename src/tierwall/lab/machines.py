@@ -222,7 +222,14 @@ def remove_cgroups(tops: list[str]) -> None:
 
 def nspawn_argv(host: Host, device: str | None) -> list[str]:
     caps = "CAP_NET_ADMIN,CAP_SYS_ADMIN" if host.tier == DB else "CAP_NET_ADMIN"
+    # Started from inside the machine's network namespace (nsenter execs, so the pid is nspawn's;
+    # unlike `ip netns exec` it leaves /sys and its cgroup mount alone): the sysfs nspawn mounts
+    # then lists the machine's own interfaces, not this host's, so Ansible's facts (read from
+    # /sys/class/net) see what a Hetzner server would see.
     argv = [
+        "nsenter",
+        f"--net=/run/netns/{netns(host.name)}",
+        "--",
         "systemd-nspawn",
         "--quiet",
         "-D",
@@ -260,6 +267,10 @@ def start(state: State, host: Host, device: str | None) -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=enter_cgroups,
+            # The machine owns its network namespace, so its network sysctls (/proc/sys/net) are
+            # its own to set, as on a real server: the common role sets ip_forward=0 and friends.
+            # nspawn mounts them read-only unless told otherwise.
+            env={**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"},
         )
     state.pids[host.name] = process.pid
     state.save()

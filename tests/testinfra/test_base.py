@@ -1,0 +1,175 @@
+"""Every host, whatever its tier: sshd, the host firewall, forwarding, listeners, security updates."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import nft_ruleset
+import pytest
+
+TIER_GROUP = "all"
+
+WEAK_KEX = ("sha1", "ecdh-sha2-nistp", "group1-", "group14-")
+JUMP_HOSTS = ("proxy", "app")  # the jump chain operator -> proxy -> app -> db
+
+
+def _sshd_settings(host: Any) -> dict[str, str]:
+    result = host.run("sshd -T")
+    assert result.rc == 0, result.stderr
+    settings: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        settings.setdefault(key.lower(), value.strip())
+    return settings
+
+
+@pytest.mark.control("AC-03")
+def test_sshd_is_key_only_without_root(host: Any, host_name: str) -> None:
+    """sshd as it really runs (sshd -T): keys only, no root, no passwords, no keyboard-interactive."""
+    s = _sshd_settings(host)
+    assert s["permitrootlogin"] == "no"
+    assert s["passwordauthentication"] == "no"
+    assert s["kbdinteractiveauthentication"] == "no"
+    assert s["permitemptypasswords"] == "no"
+    assert s["pubkeyauthentication"] == "yes"
+    assert s["authenticationmethods"] == "publickey"
+    assert s["allowusers"].split() == ["ops"]
+    assert int(s["maxauthtries"]) <= 3
+
+
+@pytest.mark.control("AC-03")
+def test_sshd_forwards_only_on_the_jump_chain(host: Any, hostvars: dict[str, Any]) -> None:
+    """Only proxy and app relay SSH (ssh -W, a local forward) for the hop to the next tier; nothing forwards
+    X11, agents or tunnels.
+    """
+    s = _sshd_settings(host)
+    expected = "local" if hostvars["tierwall_tier"] in JUMP_HOSTS else "no"
+    assert s["allowtcpforwarding"] == expected
+    assert s["x11forwarding"] == "no"
+    assert s["allowagentforwarding"] == "no"
+    assert s["allowstreamlocalforwarding"] == "no"
+    assert s["permittunnel"] == "no"
+    assert s["gatewayports"] == "no"
+
+
+@pytest.mark.control("AC-03")
+def test_sshd_offers_only_modern_algorithms(host: Any) -> None:
+    """No SHA-1, NIST-curve or CBC algorithm is offered, so no downgrade is possible."""
+    s = _sshd_settings(host)
+    kex = s["kexalgorithms"].split(",")
+    assert kex
+    assert not [k for k in kex if any(w in k for w in WEAK_KEX)]
+    assert not [c for c in s["ciphers"].split(",") if c.endswith("-cbc")]
+    assert all(m.endswith("-etm@openssh.com") for m in s["macs"].split(","))
+    assert int(s["logingracetime"]) <= 60
+    assert int(s["clientaliveinterval"]) > 0
+
+
+def _interfaces(host: Any) -> dict[str, str]:
+    """IPv4 address -> interface name, as the host reports them."""
+    result = host.run("ip -j -4 addr show")
+    assert result.rc == 0, result.stderr
+    links = json.loads(result.stdout)
+    return {a["local"]: link["ifname"] for link in links for a in link.get("addr_info", [])}
+
+
+def _ruleset(host: Any) -> dict[str, Any]:
+    result = host.run("nft -j list ruleset")
+    assert result.rc == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.control("FW-01")
+def test_firewall_is_default_deny_and_accepts_exactly_the_matrix(
+    host: Any, hostvars: dict[str, Any], topology: dict[str, Any]
+) -> None:
+    """The live ruleset drops by default in, out and forward and accepts exactly this tier's flows.
+
+    Hetzner's Cloud Firewall does not filter private networks: this ruleset is what separates the tiers.
+    """
+    tier = hostvars["tierwall_tier"]
+    addresses = hostvars["tierwall_addresses"]
+    public = hostvars.get("tierwall_public_address")
+    by_address = _interfaces(host)
+    interfaces = {network: by_address[address] for network, address in addresses.items()}
+    if public:
+        interfaces["public"] = by_address[public]
+    reading = nft_ruleset.read_flows(
+        _ruleset(host), topology, tier, addresses, interfaces,
+        public_address=public, admin_cidrs=hostvars["tierwall_admin_cidrs"],
+    )
+    assert reading.policies == {"input": "drop", "forward": "drop", "output": "drop"}
+    assert reading.problems == []
+    assert reading.flows == nft_ruleset.matrix_flows(topology, tier)
+
+
+@pytest.mark.control("FW-01")
+def test_firewall_survives_a_reboot(host: Any) -> None:
+    """nftables.service loads /etc/nftables.conf at boot, so a restart does not open the host."""
+    assert host.service("nftables").is_enabled
+    config = host.file("/etc/nftables.conf")
+    assert config.exists
+    assert config.user == "root"
+    assert "table inet tierwall" in config.content_string
+
+
+@pytest.mark.control("FW-01")
+def test_nothing_listens_that_the_matrix_does_not_declare(
+    host: Any, hostvars: dict[str, Any], topology: dict[str, Any]
+) -> None:
+    """Every TCP listener on a non-loopback address is a port some flow of the matrix opens to this tier.
+
+    A daemon that listens without a flow is either dead weight or a hole waiting for a firewall mistake.
+    """
+    tier = hostvars["tierwall_tier"]
+    declared = {
+        int(f["port"]) for f in topology["flows"] if f["destination"] == tier and f["protocol"] == "tcp"
+    }
+    result = host.run("ss -H -l -t -n")
+    assert result.rc == 0, result.stderr
+    undeclared = []
+    for line in result.stdout.splitlines():
+        local = line.split()[3]
+        address, _, port = local.rpartition(":")
+        address = address.strip("[]").split("%")[0]
+        if address.startswith("127.") or address == "::1":
+            continue
+        if int(port) not in declared:
+            undeclared.append(local)
+    assert undeclared == [], f"listening without a declared flow to {tier}: {undeclared}"
+
+
+@pytest.mark.control("NET-08")
+def test_no_forwarding(host: Any) -> None:
+    """ip_forward is 0: no host routes between networks (the app host, on both private networks, above all).
+    """
+    assert host.file("/proc/sys/net/ipv4/ip_forward").content_string.strip() == "0"
+    v6 = host.file("/proc/sys/net/ipv6/conf/all/forwarding")
+    if v6.exists:
+        assert v6.content_string.strip() == "0"
+
+
+@pytest.mark.control("NET-08")
+def test_forwarding_stays_off_after_reboot(host: Any) -> None:
+    """The setting is persisted in sysctl.d, which systemd-sysctl applies at boot (containers included)."""
+    dropin = host.file("/etc/sysctl.d/90-tierwall.conf")
+    assert dropin.exists
+    assert "net.ipv4.ip_forward = 0" in dropin.content_string.splitlines()
+
+
+@pytest.mark.control("PAT-01")
+def test_security_updates_install_unattended(host: Any) -> None:
+    """Security updates are fetched and installed daily without an operator, from the security archive only.
+    """
+    assert host.package("unattended-upgrades").is_installed
+    result = host.run("apt-config dump")
+    assert result.rc == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert 'APT::Periodic::Unattended-Upgrade "1";' in lines
+    assert 'APT::Periodic::Update-Package-Lists "1";' in lines
+    origins = [line for line in lines if line.startswith("Unattended-Upgrade::Origins-Pattern:: ")]
+    assert origins
+    assert all("label=Debian-Security" in line for line in origins)
+    for timer in ("apt-daily.timer", "apt-daily-upgrade.timer"):
+        assert host.service(timer).is_enabled, timer
