@@ -78,13 +78,48 @@ unit: deps apt-deps
 	@mkdir -p $(REPORTS)
 	$(PYTEST) tests/unit app/tests --junit-xml=$(REPORTS)/unit.xml
 
+LIVE_SUITES := $(PYTEST) tests/lab tests/testinfra -m "not lab_lifecycle" --ansible-inventory=$(INVENTORY)
+AUDIT := $(BIN)/tierwall audit --segregation $(REPORTS)/segregation.json
+
 # The live suites against the converged lab: idempotence (a second converge), the lab's own
-# checks, the segregation matrix and the testinfra suites per tier. The lifecycle suite (down,
-# up, repair) runs last because it rebuilds the machines.
+# checks, the segregation matrix and the testinfra suites per tier; then the audit report, which
+# fails if a control failed or has no test. The lifecycle suite (down, up, repair) runs last
+# because it rebuilds the machines.
 live-tests: converge
 	@mkdir -p $(REPORTS)
-	$(PYTEST) tests/lab tests/testinfra -m "not lab_lifecycle" --ansible-inventory=$(INVENTORY) \
-	  --junit-xml=$(REPORTS)/live.xml
+	@rm -f $(REPORTS)/live.xml $(REPORTS)/segregation.json
+	$(LIVE_SUITES) --junit-xml=$(REPORTS)/live.xml
+	$(AUDIT) --junit $(REPORTS)/unit.xml $(REPORTS)/live.xml --target lab
 	$(PYTEST) tests/lab -m lab_lifecycle --junit-xml=$(REPORTS)/lifecycle.xml
 
 test: lint unit live-tests
+
+# -- the main job ---------------------------------------------------------------------------------
+# Build the lab, converge it, run every verification suite, write the audit report, print a
+# summary. Every step runs even when an earlier one fails, so the report shows what failed; the
+# exit status is non-zero if anything did.
+.PHONY: lab
+lab: deps apt-deps
+	@mkdir -p $(REPORTS); rm -f $(REPORTS)/*.xml $(REPORTS)/segregation.json
+	@started=$$(date +%s); status=0; \
+	$(BIN)/tierwall lab up || exit 1; \
+	$(BIN)/ansible-playbook -i $(INVENTORY) ansible/playbooks/site.yml || status=1; \
+	$(PYTEST) tests/unit --junit-xml=$(REPORTS)/unit.xml || status=1; \
+	$(LIVE_SUITES) --junit-xml=$(REPORTS)/live.xml || status=1; \
+	$(AUDIT) --junit $(REPORTS)/unit.xml $(REPORTS)/live.xml --target lab --started $$started || status=1; \
+	exit $$status
+
+# -- verification against a Hetzner stack ---------------------------------------------------------
+# make verify INVENTORY=path (from `tierwall inventory --pulumi-outputs`). The same testinfra
+# suites; lab-only checks (the sentinel, the lab's lifecycle) are skipped with their reason, and
+# controls only the lab can prove are reported "not reviewed" for this target.
+.PHONY: verify
+verify: deps
+	@test -f "$(INVENTORY)" || { echo "make verify INVENTORY=<inventory from tierwall inventory>" >&2; exit 2; }
+	@mkdir -p $(REPORTS); rm -f $(REPORTS)/verify.xml $(REPORTS)/unit.xml $(REPORTS)/segregation.json
+	@status=0; target=$$($(BIN)/python -c "import sys,yaml; print(yaml.safe_load(open(sys.argv[1]))['all']['vars']['tierwall_target'])" $(INVENTORY)); \
+	TIERWALL_TARGET=$$target $(PYTEST) tests/unit --junit-xml=$(REPORTS)/unit.xml || status=1; \
+	TIERWALL_TARGET=$$target $(PYTEST) tests/testinfra --ansible-inventory=$(INVENTORY) \
+	  --junit-xml=$(REPORTS)/verify.xml || status=1; \
+	$(BIN)/tierwall audit --partial --junit $(REPORTS)/unit.xml $(REPORTS)/verify.xml --target $$target || status=1; \
+	exit $$status

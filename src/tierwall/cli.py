@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from tierwall.config import ConfigError, load_stack_file
@@ -83,23 +84,37 @@ def _audit(args: argparse.Namespace) -> int:
     try:
         controls = load_controls(args.controls)
         run = read_junit([Path(p) for p in args.junit])
-        statuses = evaluate(controls, run)
+        statuses = evaluate(controls, run, partial=args.partial)
     except (ControlsError, JUnitError, AuditError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     segregation = load_segregation(Path(args.segregation) if args.segregation else None)
     html, markdown = render(statuses, run, Path(args.output), segregation, args.target)
+    counts = {k: sum(s.status == k for s in statuses) for k in ("passed", "failed", "not reviewed")}
     failed = [s.control.id for s in statuses if s.status == "failed"]
-    print(f"report: {html} and {markdown}")
+    violations = segregation["violations"] if segregation else 0
+    ok = not failed and not violations
+    elapsed = ""
+    if args.started:
+        seconds = int(time.time() - args.started)
+        elapsed = f" in {seconds // 60}m{seconds % 60:02d}s"
+    target = args.target or run.properties.get("target", "unknown")
+    print(f"tierwall audit: {'PASSED' if ok else 'FAILED'}{elapsed}")
+    print(f"  target:   {target} (git {run.properties.get('git_sha', 'unknown')[:12]})")
+    if segregation:
+        print(f"  hosts:    {', '.join(segregation['endpoints'])}")
+        print(
+            f"  flows:    {segregation['declared_connected']} declared flow attempts connected, "
+            f"{violations} violation(s) in {segregation['probes']} connection attempts"
+        )
     print(
-        f"controls: {sum(s.status == 'passed' for s in statuses)} passed, {len(failed)} failed, "
-        f"{sum(s.status == 'not reviewed' for s in statuses)} not reviewed"
+        f"  controls: {counts['passed']} passed, {counts['failed']} failed, "
+        f"{counts['not reviewed']} not reviewed"
         + (f" (failed: {', '.join(failed)})" if failed else "")
     )
-    if segregation and segregation["violations"]:
-        print(f"segregation: {segregation['violations']} violation(s)", file=sys.stderr)
-        return 1
-    return 1 if failed else 0
+    print(f"  tests:    {len(run.results)} read")
+    print(f"  report:   {html} (and {markdown.name})")
+    return 0 if ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--controls", default=str(REPO / "audit" / "controls.yaml"), metavar="YAML")
     audit.add_argument("--segregation", metavar="JSON", help="the segregation matrix evidence file")
     audit.add_argument("--target", help="lab or the stack name (default: from the run)")
+    audit.add_argument(
+        "--partial",
+        action="store_true",
+        help="only some suites ran (e.g. against production): unproved controls are 'not reviewed'",
+    )
+    audit.add_argument(
+        "--started", type=float, metavar="EPOCH", help="when the job started, for its duration"
+    )
     audit.add_argument("-o", "--output", default=str(LAB_DIR / "reports"), metavar="DIR")
     audit.set_defaults(func=_audit)
 

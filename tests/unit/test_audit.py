@@ -131,6 +131,15 @@ def test_a_test_control_without_tests_is_refused(junit: Path, tmp_path: Path) ->
         evaluate(load_controls(path), read_junit([junit]))
 
 
+def test_a_partial_run_reports_unproved_controls_as_not_reviewed(junit: Path, tmp_path: Path) -> None:
+    path = tmp_path / "controls.yaml"
+    extra = CONTROLS + CONTROLS.split("controls:")[1].replace("NET-01", "NET-09").split("- id: TLS-01")[0]
+    path.write_text(extra)
+    statuses = {s.control.id: s for s in evaluate(load_controls(path), read_junit([junit]), partial=True)}
+    assert statuses["NET-09"].status == NOT_REVIEWED
+    assert statuses["NET-01"].status == PASSED
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
