@@ -1,8 +1,9 @@
 """``up``, ``down`` and ``status``: the lab's lifecycle, driven by the machine-wide state file.
 
 ``up`` is idempotent: a healthy lab built for the same hosts is left alone (only the SSH key,
-known_hosts and inventory are brought in line with the calling clone: a lab left by another
-clone is re-keyed in place). A lab that is half-built, or whose machines died while
+known_hosts and inventory are brought in line). A lab left by another checkout is rebuilt from
+scratch: its machines hold that checkout's secrets (db passwords, the volume's key).
+A lab that is half-built, or whose machines died while
 namespaces, bridges, mounts and loop devices remain, is torn down from its state and rebuilt,
 keeping the machines' overlays and the db volume (like a reboot). ``down`` removes exactly
 what the state records plus the lab's stable names (see :mod:`tierwall.lab.addressing`), and
@@ -67,6 +68,13 @@ def up(rebuild_base: bool = False, apps: int | None = None) -> int:
     names = [h.name for h in topology.hosts]
     state = State.load()
     dns = network.resolvers()
+
+    if state is not None and state.key_owner and state.key_owner != str(LAB_DIR):
+        # Its machines hold that clone's secrets (db passwords, the volume's encryption key under
+        # its .lab/secrets): this clone could neither log in to PostgreSQL nor unlock the data.
+        log(f"the lab belongs to another checkout ({state.key_owner}): rebuilding it for this one")
+        teardown(state, keep_data=False)
+        state = None
 
     if state is not None and not rebuild_base and state.phase == "up" and state.hosts == names:
         problems = health(state, topology)
