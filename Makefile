@@ -46,7 +46,9 @@ apt-deps:
 
 deps: $(VENV)/.synced
 $(VENV)/.synced: pyproject.toml uv.lock
-	@command -v uv >/dev/null || python3 -m pip install --quiet uv
+	@command -v uv >/dev/null || python3 -m pip install --quiet uv 2>/dev/null || \
+	  python3 -m pip install --quiet --break-system-packages uv || \
+	  { apt-get install -y -qq python3-pip && python3 -m pip install --quiet --break-system-packages uv; }
 	uv sync --frozen --quiet
 	@touch $@
 
