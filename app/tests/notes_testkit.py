@@ -250,9 +250,20 @@ class Api:
     token: str
 
     def call(
-        self, method: str, path: str, body: Any = None, *, token: str | None = None, raw: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        client: str | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+        raw: bytes | None = None,
     ) -> tuple[int, dict[str, str], Any]:
-        headers = {"Content-Type": "application/json"}
+        """One request; ``client`` goes in the Tierwall-Client-Ref header (never in the URL)."""
+        headers = {"Content-Type": "application/json", **(headers or {})}
+        if client is not None:
+            headers["Tierwall-Client-Ref"] = client
         auth = self.token if token is None else token
         if auth:
             headers["Authorization"] = f"Bearer {auth}"

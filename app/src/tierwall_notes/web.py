@@ -1,8 +1,13 @@
 """The HTTP API (Starlette). Every route but /healthz needs the bearer token.
 
 No cookie is set, no third-party resource is referenced, request bodies are never logged, and the
-access log names the route template (``/clients/{client_ref}/notes``), never the path, the query
-string or the client's address. Every response carries ``Cache-Control: no-store``.
+access log names the route (``/client/notes``), never the client's address. Every response carries
+``Cache-Control: no-store``.
+
+No identifier travels in a URL: paths are fixed route names and query strings are refused. The
+client (``Tierwall-Client-Ref``) and a note (``Tierwall-Note-Id``) are named in request headers, a
+contract in the request body. Proxies log request paths (nginx logs ``$uri``); headers and bodies
+are not logged anywhere, so the access logs of every tier cannot say whose file was read.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ MAX_BODY_BYTES = 256 * 1024
 MAX_TEXT_CHARS = 100_000
 MAX_NAME_CHARS = 200
 CLIENT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+CLIENT_HEADER = "Tierwall-Client-Ref"
+NOTE_HEADER = "Tierwall-Note-Id"
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 SENDERS = ("client", "psychologist")
 NO_STORE = {"Cache-Control": "no-store"}
@@ -104,10 +111,21 @@ def _date(data: dict[str, Any], key: str) -> dt.date:
 
 
 def _client_ref(request: Request) -> str:
-    ref = request.path_params["client_ref"]
+    ref = request.headers.get(CLIENT_HEADER)
+    if ref is None:
+        raise BadRequest(f"the {CLIENT_HEADER} header is required")
     if not CLIENT_REF.match(ref):
-        raise BadRequest("client_ref must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+        raise BadRequest(f"{CLIENT_HEADER} must match [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}")
     return ref
+
+
+def _uuid(value: Any, what: str) -> uuid.UUID:
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise BadRequest(f"{what} must be a UUID")
 
 
 def _iso(value: dt.datetime | dt.date | None) -> str | None:
@@ -179,8 +197,9 @@ async def list_notes(request: Request) -> Response:
 
 
 async def get_note(request: Request) -> Response:
-    note_id: uuid.UUID = request.path_params["note_id"]
-    note = await _state(request).service.get_note(_client_ref(request), note_id)
+    ref = _client_ref(request)
+    note_id = _uuid(request.headers.get(NOTE_HEADER), f"the {NOTE_HEADER} header")
+    note = await _state(request).service.get_note(ref, note_id)
     if note is None:
         return _error("unknown note", 404)
     return _json({"note_id": str(note.note_id), "created_at": _iso(note.created_at), "text": note.text})
@@ -235,8 +254,10 @@ async def list_contracts(request: Request) -> Response:
 
 async def end_contract(request: Request) -> Response:
     ref = _client_ref(request)
-    ended_at = _date(await _body(request), "ended_at")
-    contract = await _state(request).service.end_contract(ref, request.path_params["contract_id"], ended_at)
+    data = await _body(request)
+    contract_id = _uuid(data.get("contract_id"), "'contract_id'")
+    ended_at = _date(data, "ended_at")
+    contract = await _state(request).service.end_contract(ref, contract_id, ended_at)
     if contract is None:
         return _error("unknown contract", 404)
     return _json(_contract_json(contract))
@@ -270,6 +291,9 @@ def _guard(handler: Handler, template: str, *, auth: bool = True) -> Handler:
     async def endpoint(request: Request) -> Response:
         started = time.monotonic()
         try:
+            if request.url.query:
+                # Identifiers in a URL end up in access logs; refuse them before reading anything.
+                raise BadRequest("query strings are not accepted: name the client in a header")
             if auth and not _state(request).tokens.check_header(request.headers.get("authorization")):
                 response: Response = _error("missing or invalid bearer token", 401)
                 response.headers["WWW-Authenticate"] = "Bearer"
@@ -310,17 +334,18 @@ def _route(template: str, handler: Handler, methods: list[str], *, auth: bool = 
 
 ROUTES = [
     _route("/healthz", healthz, ["GET"], auth=False),
-    _route("/clients/{client_ref}", put_client, ["PUT"]),
-    _route("/clients/{client_ref}/notes", list_notes, ["GET"]),
-    _route("/clients/{client_ref}/notes", post_note, ["POST"]),
-    _route("/clients/{client_ref}/notes/{note_id:uuid}", get_note, ["GET"]),
-    _route("/clients/{client_ref}/chat", list_chat, ["GET"]),
-    _route("/clients/{client_ref}/chat", post_chat, ["POST"]),
-    _route("/clients/{client_ref}/contracts", list_contracts, ["GET"]),
-    _route("/clients/{client_ref}/contracts", post_contract, ["POST"]),
-    _route("/clients/{client_ref}/contracts/{contract_id:uuid}/end", end_contract, ["POST"]),
-    _route("/clients/{client_ref}/export", export_notes, ["GET"]),
-    _route("/clients/{client_ref}/handover", handover, ["POST"]),
+    # Fixed paths only (no path parameters): the client is named by the Tierwall-Client-Ref header.
+    _route("/client", put_client, ["PUT"]),
+    _route("/client/notes", list_notes, ["GET"]),
+    _route("/client/notes", post_note, ["POST"]),
+    _route("/client/note", get_note, ["GET"]),
+    _route("/client/chat", list_chat, ["GET"]),
+    _route("/client/chat", post_chat, ["POST"]),
+    _route("/client/contracts", list_contracts, ["GET"]),
+    _route("/client/contracts", post_contract, ["POST"]),
+    _route("/client/contracts/end", end_contract, ["POST"]),
+    _route("/client/export", export_notes, ["GET"]),
+    _route("/client/handover", handover, ["POST"]),
 ]
 
 
@@ -336,4 +361,11 @@ def create_app(state_factory: Callable[[], Awaitable[AppState]]) -> Starlette:
         finally:
             await state.dbs.close()
 
-    return Starlette(routes=ROUTES, lifespan=lifespan)
+    async def no_such_route(request: Request, exc: Exception) -> Response:
+        # Starlette's default is a text page; keep errors JSON and uncached like every other answer.
+        status = getattr(exc, "status_code", 404)
+        return _error("no such route" if status == 404 else "method not allowed", status)
+
+    return Starlette(
+        routes=ROUTES, lifespan=lifespan, exception_handlers={404: no_such_route, 405: no_such_route}
+    )
