@@ -1,4 +1,4 @@
-"""``tierwall lab up | down | status | ssh``."""
+"""``tierwall lab up | down | status | ssh | restart``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ def _status(args: argparse.Namespace) -> int:
     from tierwall.lab.lifecycle import status
 
     return status()
+
+
+def _restart(args: argparse.Namespace) -> int:
+    from tierwall.lab.lifecycle import restart
+
+    return restart(args.host)
 
 
 def _ssh(args: argparse.Namespace) -> int:
@@ -76,3 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ssh.add_argument("host")
     ssh.add_argument("command", nargs=argparse.REMAINDER)
     ssh.set_defaults(func=_guarded(_ssh))
+    restart = commands.add_parser(
+        "restart", help="power one machine off and boot it again (same disk, namespace and volume)"
+    )
+    restart.add_argument("host")
+    restart.set_defaults(func=_guarded(_restart))

@@ -1,4 +1,4 @@
-"""``up``, ``down`` and ``status``: the lab's lifecycle, driven by the machine-wide state file.
+"""``up``, ``down``, ``status`` and ``restart``: the lab's lifecycle, driven by the machine-wide state file.
 
 ``up`` is idempotent: a healthy lab built for the same hosts is left alone (only the SSH key,
 known_hosts and inventory are brought in line). A lab left by another checkout is rebuilt from
@@ -7,7 +7,9 @@ A lab that is half-built, or whose machines died while
 namespaces, bridges, mounts and loop devices remain, is torn down from its state and rebuilt,
 keeping the machines' overlays and the db volume (like a reboot). ``down`` removes exactly
 what the state records plus the lab's stable names (see :mod:`tierwall.lab.addressing`), and
-nothing else; overlays and the volume go too. The base image cache stays.
+nothing else; overlays and the volume go too. The base image cache stays. ``restart HOST``
+powers one machine off and boots it again on the same overlay, namespace and volume, as a
+server's reboot: what lived only in its memory (mounts, unlocked keys, processes) is gone.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import yaml
 
 from tierwall.inventory import write_inventory
 from tierwall.lab import machines, network, snapshot
@@ -149,8 +153,8 @@ def _write_inventory(config, state: State, dns: list[str]) -> dict:
     return inventory
 
 
-def verify_ssh(inventory: dict, timeout: float = 60) -> None:
-    """Every host answers over SSH through its jump chain (proxy; proxy+app for the db)."""
+def verify_ssh(inventory: dict, timeout: float = 60, only: str | None = None) -> None:
+    """Every host (or host ``only``) answers over SSH through its jump chain (proxy; proxy+app for the db)."""
     all_vars = inventory["all"]["vars"]
 
     def attempt(item: tuple[str, dict]) -> str | None:
@@ -167,7 +171,8 @@ def verify_ssh(inventory: dict, timeout: float = 60) -> None:
         return f"{name}: {last}"
 
     with ThreadPoolExecutor(8) as pool:
-        failures = [f for f in pool.map(attempt, hosts_of(inventory).items()) if f]
+        hosts = {n: v for n, v in hosts_of(inventory).items() if only is None or n == only}
+        failures = [f for f in pool.map(attempt, hosts.items()) if f]
     if failures:
         raise LabError("ssh through the jump chain failed:\n  " + "\n  ".join(failures))
 
@@ -206,6 +211,41 @@ def start_sentinel(state: State) -> None:
             return
         time.sleep(0.1)
     raise LabError("the sentinel's listeners did not start")
+
+
+# -- restart -------------------------------------------------------------------------------------
+
+
+def restart(name: str, timeout: float = 60) -> int:
+    """Power machine ``name`` off as ``machinectl poweroff`` does and boot it again, keeping its
+    overlay, network namespace (addresses, veths) and, for a db, its volume's loop device."""
+    started = time.monotonic()
+    require_root()
+    state = State.load()
+    if state is None or state.phase != "up":
+        raise LabError("the lab is not up: `tierwall lab up` first")
+    topology = lab_config(None, state.app_count).topology()
+    host = next((h for h in topology.hosts if h.name == name), None)
+    if host is None:
+        raise LabError(f"no host {name!r} in the lab; hosts: {', '.join(h.name for h in topology.hosts)}")
+    if not machines.is_mounted(machines.rootfs(name)):
+        raise LabError(f"{name}: {machines.rootfs(name)} is not mounted; repair with `tierwall lab up`")
+    if not network.netns_exists(netns(name)):
+        raise LabError(f"{name}: its namespace {netns(name)} is gone; repair with `tierwall lab up`")
+    pid = state.pids.get(name)
+    machines.stop_all({name: pid} if pid else {}, timeout=timeout)
+    left = machines.kill_machine_processes(name)
+    if left:
+        raise LabError(f"{name}: processes that would not die: {left}; repair with `tierwall lab up`")
+    machines.remove_machine_cgroups(name)
+    log(f"{name}: powered off; booting it again")
+    device = machines.attach_volume(state, name) if host.tier == DB else None
+    pid = machines.start(state, host, device)
+    state.boot[name] = machines.wait_running(name, pid)
+    state.save()
+    verify_ssh(yaml.safe_load(INVENTORY.read_text()), only=name)
+    print(f"{name} restarted in {time.monotonic() - started:.1f} s ({state.boot[name]}, pid {pid})")
+    return 0
 
 
 # -- health and status -------------------------------------------------------------------------------

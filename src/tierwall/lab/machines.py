@@ -205,6 +205,20 @@ def machine_cgroups(state: State, host: str) -> list[Path]:
     return dirs
 
 
+def remove_machine_cgroups(host: str) -> None:
+    """Remove one stopped machine's cgroups (nspawn left its "payload"/"supervisor" children), so
+    its next start begins as on ``up``."""
+    for root in cgroup_roots():
+        top = root / CGROUP_DIR / host
+        if not top.is_dir():
+            continue
+        for current, _dirs, _files in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+            try:
+                os.rmdir(current)
+            except OSError as exc:
+                log(f"could not remove cgroup {current}: {exc}")
+
+
 def remove_cgroups(tops: list[str]) -> None:
     """Remove the lab's cgroup trees, deepest first (they are empty once the machines are gone)."""
     for top in {*tops, *(str(r / CGROUP_DIR) for r in cgroup_roots())}:
@@ -375,6 +389,28 @@ def stop_all(pids: dict[str, int], timeout: float = 20) -> None:
             if target:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(target, signal.SIGKILL)
+
+
+def kill_machine_processes(host: str, timeout: float = 10) -> list[int]:
+    """SIGKILL what is left in one machine's cgroups after it powered off; the pids that survive."""
+
+    def members() -> list[int]:
+        found = []
+        for root in cgroup_roots():
+            for procs in (root / CGROUP_DIR / host).rglob("cgroup.procs"):
+                with contextlib.suppress(OSError):
+                    found += [int(p) for p in procs.read_text().split()]
+        return [p for p in found if p != os.getpid() and not _zombie(p)]
+
+    left = members()
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = members()
+    return left
 
 
 def kill_strays(timeout: float = 10) -> list[int]:

@@ -1,0 +1,148 @@
+"""The postgresql role agrees with the application it serves, and renders what the controls promise.
+
+The schema, the purge statements and the table privileges are the app's (app/src/tierwall_notes):
+a drift between the two would pass every role test and break the app or the retention promise.
+The rendered pg_hba.conf and server settings are checked here as well as live
+(tests/testinfra/test_database.py).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+import yaml
+from tierwall_notes import retention
+from tierwall_notes.schema import APP_PRIVILEGES, DATABASES, schema_sql
+
+REPO = Path(__file__).resolve().parents[2]
+ROLE = REPO / "ansible" / "roles" / "postgresql"
+APPS = ["10.10.2.20", "10.10.2.21"]
+
+
+def _yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def _defaults() -> dict[str, Any]:
+    return _yaml(ROLE / "defaults" / "main.yml")
+
+
+def _render(template: str, **extra: Any) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(ROLE / "templates"), trim_blocks=True, undefined=jinja2.StrictUndefined
+    )
+    internal = {
+        "__postgresql_max_connections": 40,
+        "__postgresql_memory_mb": 4096,
+        "__postgresql_shared_buffers_mb": 1024,
+        "__postgresql_effective_cache_size_mb": 3072,
+        "__postgresql_maintenance_work_mem_mb": 256,
+        "__postgresql_work_mem_mb": 25,
+    }
+    context = {
+        **_defaults(),
+        **internal,
+        "ansible_managed": "Ansible managed",
+        "inventory_hostname": "db-1",
+        "postgresql_listen_addresses": ["10.10.2.30"],
+        "postgresql_client_addresses": APPS,
+        **extra,
+    }
+    return env.get_template(template).render(context)
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_schema_files_are_the_apps(database: str) -> None:
+    """The role applies exactly the schema the application ships (copy kept in files/schema)."""
+    assert (ROLE / "files" / "schema" / f"{database}.sql").read_text() == schema_sql(database)
+
+
+def test_privileges_are_the_apps() -> None:
+    """Each database's login role gets exactly the app's APP_PRIVILEGES, and audited tables exist."""
+    databases = {db["name"]: db for db in _defaults()["postgresql_databases"]}
+    assert set(databases) == set(DATABASES)
+    for name, db in databases.items():
+        assert {t: set(p) for t, p in db["privileges"].items()} == {
+            t: set(p) for t, p in APP_PRIVILEGES[name].items()
+        }
+        assert set(db["audited_tables"]) <= set(db["privileges"])
+    assert {"notes", "chat_messages"} <= set(databases["notes"]["audited_tables"])
+
+
+def test_retention_statements_are_the_apps() -> None:
+    """With the default periods the timers run the statements the app tests against its schema."""
+    jobs_src = _yaml(ROLE / "vars" / "main.yml")["__postgresql_retention_jobs"]
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    rendered = {job["name"]: env.from_string(job["statement"]).render(_defaults()) for job in jobs_src}
+    assert rendered == {
+        "chat-messages": retention.PURGE_CHAT_SQL,
+        "contracts": retention.PURGE_CONTRACTS_SQL,
+    }
+
+
+def _hba_lines(text: str) -> list[list[str]]:
+    return [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_pg_hba_is_tls_scram_from_app_addresses_only() -> None:
+    """hostssl + scram-sha-256 from each app's /32, one line per role and database; local peer for
+    postgres; an explicit reject for everything else at the end; no trust/password/md5."""
+    lines = _hba_lines(_render("pg_hba.conf.j2"))
+    assert lines[0] == ["local", "all", "postgres", "peer"]
+    admitted = [ln for ln in lines if ln[-1] not in ("reject", "peer")]
+    assert sorted(admitted) == sorted(
+        ["hostssl", db, role, f"{app}/32", "scram-sha-256"]
+        for db, role in (("notes", "notes_app"), ("identity", "identity_app"))
+        for app in APPS
+    )
+    assert lines[-3:] == [
+        ["local", "all", "all", "reject"],
+        ["host", "all", "all", "0.0.0.0/0", "reject"],
+        ["host", "all", "all", "::/0", "reject"],
+    ]
+    assert not {ln[-1] for ln in lines} & {"trust", "password", "md5", "ident"}
+
+
+def test_server_settings() -> None:
+    """The drop-in pins the backend address, TLS, SCRAM, connection logging and pgAudit."""
+    text = _render("postgresql-tierwall.conf.j2")
+    settings = dict(
+        (m.group(1), m.group(2).strip()) for m in re.finditer(r"^([a-z_.]+) = ([^#\n]+)", text, re.M)
+    )
+    assert settings["listen_addresses"] == "'10.10.2.30'"
+    assert settings["ssl"] == "on"
+    assert settings["ssl_min_protocol_version"] == "'TLSv1.3'"
+    assert settings["password_encryption"] == "'scram-sha-256'"
+    assert settings["log_connections"] == settings["log_disconnections"] == "on"
+    assert settings["shared_preload_libraries"] == "'pgaudit'"
+    assert settings["pgaudit.log_parameter"] == "off"
+    for escape in ("%m", "%u", "%d", "%h"):
+        assert escape in settings["log_line_prefix"]
+
+
+def test_the_cluster_never_starts_at_boot() -> None:
+    """start.conf is manual and the unit asserts the (encrypted) data directory is readable."""
+    assert _render("start.conf.j2").strip().splitlines()[-1] == "manual"
+    dropin = _render(
+        "postgresql-unit-tierwall.conf.j2",
+        __postgresql_data_directory="/srv/pgdata-volume/postgresql/15/main",
+    )
+    assert "AssertPathExists=/srv/pgdata-volume/postgresql/15/main/PG_VERSION" in dropin
+
+
+def test_playbooks_wire_the_key_and_the_secrets() -> None:
+    """database.yml runs pki (key group postgres) before postgresql and passes the shared secrets;
+    unlock-db.yml uses the same key source and pipelining (no module file on the db's disk)."""
+    playbooks = REPO / "ansible" / "playbooks"
+    converge = _yaml(playbooks / "database.yml")[0]
+    assert [r["role"] for r in converge["roles"]] == ["pki", "postgresql"]
+    assert converge["vars"]["pki_key_group"] == "postgres"
+    assert converge["vars_files"] == ["vars/pgdata-key.yml"]
+    assert set(converge["vars"]["postgresql_role_passwords"]) == {"notes_app", "identity_app"}
+    unlock = _yaml(playbooks / "unlock-db.yml")[0]
+    assert unlock["vars_files"] == ["vars/pgdata-key.yml"]
+    assert unlock["vars"]["ansible_pipelining"] is True
