@@ -57,8 +57,10 @@ def _render(template: str, **extra: Any) -> str:
 
 @pytest.mark.parametrize("database", DATABASES)
 def test_schema_files_are_the_apps(database: str) -> None:
-    """The role applies exactly the schema the application ships (copy kept in files/schema)."""
-    assert (ROLE / "files" / "schema" / f"{database}.sql").read_text() == schema_sql(database)
+    """The role applies the schema files the application ships, read from where the app keeps them."""
+    source = _defaults()["postgresql_schema_source_dir"].replace("{{ role_path }}", str(ROLE))
+    schema = next(db["schema"] for db in _defaults()["postgresql_databases"] if db["name"] == database)
+    assert (Path(source) / schema).resolve().read_text() == schema_sql(database)
 
 
 def test_privileges_are_the_apps() -> None:
