@@ -1,9 +1,10 @@
 """The segregation matrix: try every connection between every pair of endpoints, compare with the flows.
 
 For each ordered pair of endpoints (operator, sentinel, each proxy, each app, the db), every
-address of the destination and every port that any endpoint listens on (discovered live) plus a
-fixed probe list, a TCP connection is attempted from inside the source's network namespace, so
-the source host's own firewall (its output chain) applies exactly as for its own processes.
+address of the destination and every TCP and UDP port that any destination listens on
+(discovered live) plus a fixed TCP probe list, a connection is attempted from inside the
+source's network namespace, so the source host's own firewall (its output chain) applies
+exactly as for its own processes.
 
 Outcomes: ``connected`` (handshake completed), ``refused`` (a RST: the packet passed every
 firewall but nothing listens), ``blocked`` (timeout, unreachable, no route). A declared flow
@@ -35,21 +36,36 @@ def fixed_probe_ports(topology: Topology) -> tuple[int, ...]:
 _PROBE = r"""
 import json, socket, sys, concurrent.futures as cf
 targets = json.loads(sys.argv[1]); timeout = float(sys.argv[2])
-def probe(t):
-    addr, port = t
+# An NTP client request: the only UDP service the architecture runs (chrony) answers it.
+NTP = b"\x1b" + 47 * b"\0"
+def tcp(addr, port):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.settimeout(timeout)
     try:
-        s.connect((addr, port)); return [addr, port, "connected"]
+        s.connect((addr, port)); return "connected"
     except ConnectionRefusedError:
-        return [addr, port, "refused"]
+        return "refused"
     except OSError:
-        return [addr, port, "blocked"]
+        return "blocked"
     finally:
         s.close()
+def udp(addr, port):
+    # A reply is "connected", an ICMP port-unreachable "refused" (the datagram got through);
+    # silence is "blocked" (a silent service and a drop look alike: only NTP is expected to answer).
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(timeout)
+    try:
+        s.connect((addr, port)); s.send(NTP if port == 123 else b"\0"); s.recv(512); return "connected"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError:
+        return "blocked"
+    finally:
+        s.close()
+def probe(t):
+    addr, port, proto = t
+    return [addr, port, proto, (tcp if proto == "tcp" else udp)(addr, port)]
 with cf.ThreadPoolExecutor(64) as pool:
     print(json.dumps(list(pool.map(probe, targets))))
 """
-
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -122,14 +138,14 @@ def run_in_namespace(namespace: str | None, argv: Sequence[str]) -> str:
     return subprocess.run(command, capture_output=True, text=True, check=True, timeout=300).stdout
 
 
-def listening_ports(endpoint: Endpoint, runner: Runner = run_in_namespace) -> set[int]:
-    """TCP ports the endpoint listens on, from ss inside its namespace."""
-    out = runner(endpoint.namespace, ["ss", "-Hltn"])
-    ports = set()
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) >= 4:
-            ports.add(int(fields[3].rsplit(":", 1)[1]))
+def listening_ports(endpoint: Endpoint, runner: Runner = run_in_namespace) -> set[tuple[int, str]]:
+    """(port, protocol) pairs the endpoint listens on, from ss inside its namespace."""
+    ports: set[tuple[int, str]] = set()
+    for protocol, flag in (("tcp", "-Hltn"), ("udp", "-Hlun")):
+        for line in runner(endpoint.namespace, ["ss", flag]).splitlines():
+            fields = line.split()
+            if len(fields) >= 4:
+                ports.add((int(fields[3].rsplit(":", 1)[1]), protocol))
     return ports
 
 
@@ -143,12 +159,12 @@ def probe_matrix(
 ) -> Matrix:
     """Probe every (source, destination) pair but a host with itself and outside with outside
     (the lab's internet is not ours to segregate)."""
-    ports = set(fixed_probe_ports(topology)) | set(extra_ports)
+    ports = {(port, "tcp") for port in (*fixed_probe_ports(topology), *extra_ports)}
     for endpoint in destinations:
         ports |= listening_ports(endpoint, runner)
     matrix = Matrix()
     for source in sources:
-        plan: list[tuple[Endpoint, str, str, int]] = []
+        plan: list[tuple[Endpoint, str, str, tuple[int, str]]] = []
         for destination in destinations:
             if destination.name == source.name or (_outside(source) and _outside(destination)):
                 continue
@@ -156,11 +172,11 @@ def probe_matrix(
                 plan.extend((destination, network, address, port) for port in sorted(ports))
         if not plan:
             continue
-        targets = [[address, port] for _, _, address, port in plan]
+        targets = [[address, port, protocol] for _, _, address, (port, protocol) in plan]
         out = runner(source.namespace, ["python3", "-c", _PROBE, json.dumps(targets), str(timeout)])
-        outcomes = {(a, p): o for a, p, o in json.loads(out)}
-        for destination, network, address, port in plan:
-            purpose = declared_flow(topology, source, destination, network, port, "tcp")
+        outcomes = {(a, p, proto): o for a, p, proto, o in json.loads(out)}
+        for destination, network, address, (port, protocol) in plan:
+            purpose = declared_flow(topology, source, destination, network, port, protocol)
             matrix.probes.append(
                 Probe(
                     source=source.name,
@@ -168,9 +184,9 @@ def probe_matrix(
                     address=address,
                     network=network,
                     port=port,
-                    protocol="tcp",
+                    protocol=protocol,
                     declared=purpose is not None,
-                    outcome=outcomes[(address, port)],
+                    outcome=outcomes[(address, port, protocol)],
                     purpose=purpose or "",
                 )
             )
