@@ -3,12 +3,12 @@
 Run:  pytest tests/testinfra --ansible-inventory=.lab/inventory.yml
       (or TIERWALL_INVENTORY=path; default: the lab's inventory, $TIERWALL_LAB_DIR/inventory.yml)
 
-Hosts are chosen by inventory group, never by address: each module names its group in
-``TIER_GROUP`` ("proxy", "app", "db" or "all") and every test taking ``host`` runs once per
-host of that group, connected with testinfra's ansible backend (which honours the inventory's
-ProxyCommand jump chain and ``ansible_become``). Addresses, the topology and the lab sentinel
-are read from the inventory's variables. Without an inventory the tests are collected and
-skipped with the reason.
+Hosts are chosen by inventory group, never by address: each module names its group(s) in
+``TIER_GROUP`` ("proxy", "app", "db", "all", or a tuple of groups) and every test taking
+``host`` runs once per host of those groups, connected with testinfra's ansible backend
+(which honours the inventory's ProxyCommand jump chain and ``ansible_become``). Addresses,
+the topology and the lab sentinel are read from the inventory's variables. Without an
+inventory the tests are collected and skipped with the reason.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         skipped = pytest.param(None, marks=pytest.mark.skip(reason=reason))
         metafunc.parametrize("host_name", [skipped], ids=["no-inventory"])
         return
-    names = inventory.hosts_of(group)
+    groups = (group,) if isinstance(group, str) else tuple(group)
+    names = [name for g in groups for name in inventory.hosts_of(g)]
     metafunc.parametrize("host_name", names, ids=names)
 
 
