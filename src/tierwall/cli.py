@@ -52,6 +52,7 @@ def _inventory(args: argparse.Namespace) -> int:
             domain=str(outputs.get("domain", "")),
             private_key_file=args.private_key,
             target=str(outputs.get("stack", "hetzner")),
+            db_volume_device=outputs.get("db_volume_linux_device"),
         )
         inventory = build_inventory(topology, access)
     except InventoryError as exc:

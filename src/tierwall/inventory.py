@@ -36,6 +36,8 @@ class Access:
     # inventories keep OpenSSH's default of asking.
     strict_host_key_checking: str = "yes"
     target: str = "hetzner"  # "lab" or the Pulumi stack name
+    # The db's block device for its encrypted data (Hetzner: the Volume's linux_device).
+    db_volume_device: str | None = None
 
 
 class InventoryError(ValueError):
@@ -75,6 +77,8 @@ def build_inventory(topology: Topology, access: Access) -> dict[str, Any]:
             chain = [bastion]
         else:
             hostvars["ansible_host"] = str(host.address(BACKEND))
+            if access.db_volume_device:
+                hostvars["tierwall_volume_device"] = access.db_volume_device
             chain = [bastion, str(first_app.address(FRONTEND))]
         args = base_args
         if chain:

@@ -37,6 +37,7 @@ def inventory(outputs: dict[str, Any]) -> dict[str, Any]:
         domain=outputs["domain"],
         private_key_file="~/.ssh/tierwall",
         target=outputs["stack"],
+        db_volume_device=outputs["db_volume_linux_device"],
     )
     return build_inventory(topology_from_outputs(outputs), access)
 
@@ -87,6 +88,13 @@ def test_db_is_reached_through_proxy_then_app(inventory: dict[str, Any]) -> None
     # Escaped once: the outer ssh turns %%h into %h for the inner one, which must reach the app.
     assert nested[0].endswith("-W %%h:%%p ops@203.0.113.10")
     assert "-o IdentityFile=~/.ssh/tierwall" in nested[0]
+
+
+def test_the_db_knows_its_volume(inventory: dict[str, Any], outputs: dict[str, Any]) -> None:
+    """The postgresql role encrypts the Hetzner Volume the stack attached, found by its device."""
+    db = _hosts(inventory, "db")["db-1"]
+    assert db["tierwall_volume_device"] == outputs["db_volume_linux_device"]
+    assert db["tierwall_volume_device"].startswith("/dev/disk/by-id/scsi-0HC_Volume_")
 
 
 def test_topology_and_access_travel_to_every_host(inventory: dict[str, Any]) -> None:
