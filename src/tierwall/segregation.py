@@ -75,6 +75,10 @@ class Endpoint:
     roles: tuple[str, ...]  # a tier, or internet/admin for outside endpoints
     addresses: tuple[tuple[str, str], ...]  # (network, address); network "public" for outside
     namespace: str | None  # network namespace to run probes in; None = this (root) namespace
+    # The (port, protocol) pairs an outside stand-in really serves (the sentinel: TCP 80/443).
+    # None: every declared flow to it must connect. Otherwise a declared flow to a port it does
+    # not serve is proved by getting through the source's firewall (a refusal comes back).
+    serves: frozenset[tuple[int, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class Probe:
     declared: bool
     outcome: str
     purpose: str = ""
+    served: bool = True  # the destination runs a service there (see Endpoint.serves)
 
     @property
     def connected(self) -> bool:
@@ -95,7 +100,9 @@ class Probe:
 
     @property
     def violation(self) -> str | None:
-        if self.declared and self.outcome != CONNECTED:
+        if self.declared and self.outcome == BLOCKED:
+            return "declared flow blocked"
+        if self.declared and self.served and self.outcome != CONNECTED:
             return f"declared flow {self.outcome}"
         if not self.declared and self.outcome != BLOCKED:
             return f"undeclared connection {self.outcome}"
@@ -188,6 +195,7 @@ def probe_matrix(
                     declared=purpose is not None,
                     outcome=outcomes[(address, port, protocol)],
                     purpose=purpose or "",
+                    served=destination.serves is None or (port, protocol) in destination.serves,
                 )
             )
     return matrix

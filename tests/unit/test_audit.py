@@ -181,6 +181,7 @@ def test_report_renders_statuses_and_segregation(junit: Path, controls, tmp_path
                         "protocol": "tcp",
                         "declared": True,
                         "connected": True,
+                        "violation": None,
                     },
                     {
                         "source": "proxy-1",
@@ -189,6 +190,7 @@ def test_report_renders_statuses_and_segregation(junit: Path, controls, tmp_path
                         "protocol": "tcp",
                         "declared": False,
                         "connected": True,
+                        "violation": "undeclared connection connected",
                     },
                 ],
             }
@@ -202,7 +204,7 @@ def test_report_renders_statuses_and_segregation(junit: Path, controls, tmp_path
     page = html.read_text()
     assert "<script" not in page  # one self-contained, static file
     assert "TLS-01" in page
-    assert "5432/tcp open but not declared" in page
+    assert "5432/tcp undeclared connection connected" in page
     text = markdown.read_text()
     assert "| NET-01 | db has no public address | passed |" in text
     assert "| TLS-01 | modern TLS only | failed |" in text

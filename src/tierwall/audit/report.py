@@ -88,9 +88,9 @@ def load_segregation(path: Path | None) -> dict[str, Any] | None:
             pairs[key]["declared"].append(port)
         if probe["connected"]:
             pairs[key]["connected"].append(port)
-        if probe["declared"] != probe["connected"]:
-            verdict = "declared but blocked" if probe["declared"] else "open but not declared"
-            pairs[key]["violations"].append(f"{port} {verdict}")
+        # The prober's own verdict (tierwall.segregation.Probe.violation): one rule, one place.
+        if probe.get("violation"):
+            pairs[key]["violations"].append(f"{port} {probe['violation']}")
     rows = [{"source": s, "destination": d, **v} for (s, d), v in sorted(pairs.items())]
     endpoints = sorted(
         {p["source"] for p in data.get("probes", [])} | {p["destination"] for p in data.get("probes", [])}
