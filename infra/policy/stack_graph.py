@@ -17,6 +17,7 @@ from typing import Any
 from pulumi_policy import PolicyResource
 
 from tierwall.labels import NETWORK_LABEL, TIER_LABEL
+from tierwall.topology import RFC1918
 
 BACKEND = "backend"
 
@@ -34,7 +35,6 @@ FLOATING_IP = "hcloud:index/floatingIp:FloatingIp"
 
 # The properties through which a resource names a network or a subnet.
 _NETWORK_REFERENCES = ("networks", "networkId", "subnetId")
-_RFC1918 = tuple(ipaddress.ip_network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 
 
 def labels(props: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -84,4 +84,4 @@ def reaches_beyond_private(destination: str) -> bool:
         network = ipaddress.ip_network(str(destination), strict=False)
     except ValueError:
         return True
-    return not any(network.version == r.version and network.subnet_of(r) for r in _RFC1918)
+    return not any(network.version == r.version and network.subnet_of(r) for r in RFC1918)

@@ -22,6 +22,7 @@ from tierwall.topology import (
     DB,
     MAX_HOSTS_PER_TIER,
     PROXY,
+    RFC1918,
     TIERS,
     Ports,
     Topology,
@@ -43,18 +44,10 @@ _SSH_KEY = re.compile(
     r" [A-Za-z0-9+/=]{16,}( .*)?$"
 )
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_NON_PUBLIC = tuple(
-    ipaddress.ip_network(c)
-    for c in (
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "fc00::/7",
-        "fe80::/10",
-        "::1/128",
-    )
+# Not the internet: an admin CIDR here could never match the bastion's public firewall.
+_NON_PUBLIC = (
+    *RFC1918,
+    *(ipaddress.ip_network(c) for c in ("127.0.0.0/8", "169.254.0.0/16", "fc00::/7", "fe80::/10", "::1/128")),
 )
 # Hetzner Volumes: 10 GB to 10 TB.
 VOLUME_MIN_GB, VOLUME_MAX_GB = 10, 10240
@@ -239,7 +232,7 @@ def _private_cidr(value: Any) -> str:
         raise _Invalid(
             f"{value} is not a private IPv4 range; use RFC 1918 (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)"
         )
-    if not any(network.subnet_of(r) for r in _NON_PUBLIC[:3]):
+    if not any(network.subnet_of(r) for r in RFC1918):
         raise _Invalid(f"{value} is not inside an RFC 1918 range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)")
     return str(network)
 

@@ -38,7 +38,8 @@ HOST_OFFSETS: dict[str, int] = {PROXY: 10, APP: 20, DB: 30}
 MAX_HOSTS_PER_TIER = 9
 DB_COUNT = 1
 
-_RFC1918 = tuple(ipaddress.ip_network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+# The private ranges every tierwall network must lie in (Hetzner private networks are RFC 1918).
+RFC1918 = tuple(ipaddress.ip_network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 
 
 class TopologyError(ValueError):
@@ -291,7 +292,7 @@ def _check_networks(networks: Iterable[Network]) -> None:
     if sorted(names) != sorted((FRONTEND, BACKEND)):
         raise TopologyError(f"exactly the networks {FRONTEND!r} and {BACKEND!r} are required, got {names}")
     for network in networks:
-        if not any(network.cidr.subnet_of(r) for r in _RFC1918):
+        if not any(network.cidr.subnet_of(r) for r in RFC1918):
             raise TopologyError(
                 f"{network.name} CIDR {network.cidr} is not private: use a range inside "
                 "10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16 (RFC 1918)"
