@@ -328,10 +328,9 @@ def load_stack_file(path: str | Path) -> StackConfig:
         namespace, _, name = str(full_key).partition(":")
         if namespace != NAMESPACE:
             continue  # hcloud:token and other providers' keys are not ours to check
-        if isinstance(value, dict) and "secure" in value:
-            raw[name] = value  # left to the validator, which rejects encrypted values it can't read
-        else:
-            raw[name] = value
+        # An encrypted value ({secure: ...}) is left to the validators, which refuse it: no
+        # tierwall key is a secret, so none should be stored encrypted.
+        raw[name] = value
     return parse_config(raw, source)
 
 
