@@ -21,6 +21,7 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,9 @@ SECURITY_HEADERS = (
     "referrer-policy",
     "permissions-policy",
 )
-# testssl.sh findings rated HIGH that the lab accepts, with the reason. Nothing is accepted on a
-# real stack.
-LAB_ACCEPTED_FINDINGS = {
-    "cert_revocation": "the lab's internal CA publishes no CRL or OCSP responder; a stack uses ACME "
-    "certificates, which carry revocation information",
-}
+# The internal CA's CRL, where every certificate of the lab names it as CRL distribution point
+# (pki role: pki_crl_url; nginx role: nginx_crl_uri).
+CRL_NAME = "tierwall-ca.crl"
 
 
 pytestmark = [pytest.mark.lab]
@@ -220,10 +218,9 @@ def test_cbc_suites_are_refused_on_tls_1_2(edge: Edge) -> None:
 
 @pytest.mark.control("TLS-01")
 def test_testssl_reports_nothing_high_or_critical(edge: Edge, tmp_path: Path) -> None:
-    """testssl (Debian package testssl.sh) as a second opinion on the whole TLS setup.
-
-    Loopback trial against the rendered configuration (2026-11-25): the only HIGH finding for a
-    certificate of the internal CA was cert_revocation, accepted in the lab below."""
+    """testssl (Debian package testssl.sh) as a second opinion on the whole TLS setup. Nothing is
+    accepted, in the lab either: the internal CA's certificates name a CRL distribution point
+    (testssl rates a certificate without CRL or OCSP URI HIGH, cert_revocation)."""
     testssl = shutil.which("testssl") or shutil.which("testssl.sh")  # Debian names it testssl
     if testssl is None:
         pytest.fail("testssl is not installed on this machine: apt-get install testssl.sh")
@@ -238,13 +235,65 @@ def test_testssl_reports_nothing_high_or_critical(edge: Edge, tmp_path: Path) ->
     findings = json.loads(report.read_text())
     problems = [f for f in findings if f.get("severity") == "FATAL" or f.get("id") == "scanProblem"]
     assert not problems, f"testssl.sh could not scan: {problems}"
-    accepted = LAB_ACCEPTED_FINDINGS if edge.lab else {}
-    high = [
-        f"{f['id']}: {f.get('finding')}"
-        for f in findings
-        if f.get("severity") in ("HIGH", "CRITICAL") and f.get("id") not in accepted
-    ]
+    high = [f"{f['id']}: {f.get('finding')}" for f in findings if f.get("severity") in ("HIGH", "CRITICAL")]
     assert not high, "testssl.sh findings rated HIGH or CRITICAL:\n" + "\n".join(high)
+
+
+@pytest.mark.control("TLS-02")
+@pytest.mark.lab_only
+def test_the_crl_is_served_over_http_and_verifies_against_the_lab_ca(edge: Edge, tmp_path: Path) -> None:
+    """The site certificate's CRL distribution point answers, from the internet, over plain HTTP,
+    with a DER CRL signed by the lab CA that lists nothing the site uses: revocation of an internal
+    certificate reaches every client that checks. (A stack's site certificate comes from ACME.)"""
+    done = edge.s_client("-showcerts")
+    match = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", done.stdout, re.S)
+    assert match, done.stdout + done.stderr
+    site_cert = tmp_path / "site.crt"
+    site_cert.write_text(match.group(0) + "\n")
+    text = subprocess.run(
+        ["openssl", "x509", "-in", str(site_cert), "-noout", "-ext", "crlDistributionPoints"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    url = f"http://{edge.domain}/{CRL_NAME}"
+    assert f"URI:{url}" in text, f"the site certificate names no CRL at {url}:\n{text}"
+
+    crl = tmp_path / CRL_NAME  # written inside the sentinel's namespace, on this file system
+    fetched = edge.client(
+        ["curl", "--silent", "--show-error", "--max-time", "10", "--output", str(crl),
+         "--write-out", "%{http_code} %{content_type}",
+         "--resolve", f"{edge.domain}:80:{edge.public_address}", url],
+        timeout=20,
+    )  # fmt: skip
+    assert fetched.returncode == 0, fetched.stderr
+    assert fetched.stdout.split() == ["200", "application/pkix-crl"], f"{url}: {fetched.stdout}"
+    verified = subprocess.run(
+        ["openssl", "crl", "-inform", "DER", "-in", str(crl), "-CAfile", str(LAB_CA), "-noout", "-text"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    # OpenSSL 3.0 exits 0 even on a bad signature: the verdict is the "verify OK" line.
+    assert verified.returncode == 0, verified.stderr
+    assert "verify OK" in verified.stderr, verified.stderr
+    serial = subprocess.run(
+        ["openssl", "x509", "-in", str(site_cert), "-noout", "-serial"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout.strip().split("=", 1)[1]  # fmt: skip
+    listed = {int(s, 16) for s in re.findall(r"Serial Number: ([0-9A-Fa-f]+)", verified.stdout)}
+    assert int(serial, 16) not in listed, "the site's own certificate is revoked"
+    next_update = re.search(r"Next Update: (.+)", verified.stdout).group(1).strip()
+    assert datetime.strptime(next_update, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=UTC) > datetime.now(UTC), (
+        f"the CRL expired on {next_update}: converge (the pki role renews it)"
+    )
+
+
+@pytest.mark.control("TLS-02")
+def test_only_the_crl_is_served_over_http(edge: Edge) -> None:
+    """The CRL location is an exact match: a neighbouring path, and the CRL path with a suffix,
+    still get the redirect."""
+    for path in (f"/{CRL_NAME}x", f"/{CRL_NAME}/", f"/x/{CRL_NAME}"):
+        code, status, headers = edge.curl(f"http://{edge.domain}{path}")
+        assert code == 0
+        assert status == 301, f"{path}: {status}"
+        assert headers.get("location") == [f"https://{edge.domain}{path}"]
 
 
 # -- HDR-01: headers on every response --------------------------------------------------------------
@@ -287,6 +336,7 @@ def test_proxy_verifies_the_app_servers_certificates(edge: Edge) -> None:
     config = edge.live_config()
     assert re.search(r"^\s*proxy_ssl_verify\s+on;", config, re.M)
     assert re.search(r"^\s*proxy_ssl_trusted_certificate\s+\S+;", config, re.M)
+    assert re.search(r"^\s*proxy_ssl_crl\s+\S+;", config, re.M), "revoked app certificates would be accepted"
     assert re.search(r"^\s*proxy_pass\s+https://", config, re.M)
 
 

@@ -85,13 +85,33 @@ def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+def _crl(directory: Path, ca_cert: Path, ca_key: Path) -> tuple[Path, Path]:
+    """An empty CRL of the throw-away CA, in DER (served) and PEM (proxy_ssl_crl), as the pki role
+    installs them."""
+    ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    key = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+    now = datetime.now(UTC)
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.subject)
+        .last_update(now - timedelta(minutes=5))
+        .next_update(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    der, pem = directory / "tierwall-ca.crl", directory / "tierwall-ca.crl.pem"
+    der.write_bytes(crl.public_bytes(serialization.Encoding.DER))
+    pem.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    return der, pem
+
+
 def render_tree(prefix: Path, app_count: int, **overrides: Any) -> dict[str, str]:
     """Render every template as the role would, into ``prefix/conf``; return path -> text."""
     conf, logs, tls = prefix / "conf", prefix / "logs", prefix / "tls"
     for directory in (conf, logs, tls):
         directory.mkdir(parents=True, exist_ok=True)
     site_cert, site_key = _self_signed(tls, DOMAIN)
-    ca_cert, _ = _self_signed(tls, "ca.tierwall.internal")
+    ca_cert, ca_key = _self_signed(tls, "ca.tierwall.internal")
+    crl_der, crl_pem = _crl(tls, ca_cert, ca_key)
     loader = DataLoader()
     variables: dict[str, Any] = dict(
         loader.load_from_file(str(ROLE / "defaults" / "main.yml"), trusted_as_template=True)
@@ -108,6 +128,8 @@ def render_tree(prefix: Path, app_count: int, **overrides: Any) -> dict[str, str
             "nginx_log_dir": str(logs),
             "nginx_pid_file": str(prefix / "nginx.pid"),
             "nginx_upstream_ca_file": str(ca_cert),
+            "nginx_upstream_crl_file": str(crl_pem),
+            "nginx_crl_file": str(crl_der),
             "__nginx_tls_certificate": str(site_cert),
             "__nginx_tls_key": str(site_key),
             "__nginx_tls_chain": str(ca_cert),
@@ -178,8 +200,9 @@ def test_rendered_configuration_passes_nginx_t(tree: tuple[Path, dict[str, str]]
         {"nginx_certificate_source": "acme", "nginx_ocsp_stapling": True, "nginx_resolvers": ["127.0.0.1"]},
         {"nginx_certificate_source": "path", "nginx_listen_ipv6": False},
         {"nginx_hsts_include_subdomains": False, "nginx_rate_limit_rate": "30r/m"},
+        {"nginx_upstream_crl_file": "", "nginx_crl_file": ""},
     ],
-    ids=["acme", "acme-ocsp", "path-ipv4-only", "variants"],
+    ids=["acme", "acme-ocsp", "path-ipv4-only", "variants", "no-crl"],
 )
 def test_variants_pass_nginx_t(tmp_path: Path, overrides: dict[str, Any]) -> None:
     render_tree(tmp_path, 2, **overrides)
@@ -274,6 +297,82 @@ def test_acme_challenges_are_the_only_plain_http_content(tmp_path: Path) -> None
     assert "ssl_stapling" not in acme["sites-enabled/tierwall-site.conf"]
 
 
+def _server_blocks(text: str) -> list[str]:
+    """The top-level ``server { ... }`` blocks of a site file, comments removed."""
+    text = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    blocks, depth, start = [], 0, None
+    for match in re.finditer(r"\bserver\s*\{|[{}]", text):
+        token = match.group(0)
+        if token.startswith("server") and depth == 0:
+            start = match.start()
+        if token.endswith("{"):
+            depth += 1
+        else:
+            depth -= 1
+            if depth == 0 and start is not None:
+                blocks.append(text[start : match.end()])
+                start = None
+    return blocks
+
+
+def _locations(server: str) -> dict[str, str]:
+    """location argument -> its body, for the locations of one server block."""
+    return {
+        match.group(1).strip(): match.group(2)
+        for match in re.finditer(r"^\s*location\s+([^{]+)\{(.*?)^\s*\}", server, re.M | re.S)
+    }
+
+
+@pytest.mark.control("TLS-02")
+def test_port_80_serves_the_crl_and_redirects_everything_else(tree: tuple[Path, dict[str, str]]) -> None:
+    """With the internal CA, port 80 answers the CRL distribution point (exact match) with the
+    DER CRL as application/pkix-crl; every other URI still gets the 301. HTTPS has no such location."""
+    prefix, files = tree
+    http, https = _server_blocks(files["sites-enabled/tierwall-site.conf"])
+    assert "listen 80;" in http
+    assert "listen 443 ssl http2;" in https
+    locations = _locations(http)
+    assert set(locations) == {"= /tierwall-ca.crl", "/"}
+    crl = locations["= /tierwall-ca.crl"]
+    assert directives(crl, "alias") == [str(prefix / "tls" / "tierwall-ca.crl")]
+    assert directives(crl, "default_type") == ["application/pkix-crl"]
+    assert re.search(r"^\s*types\s*\{\s*\}", crl, re.M), "the mime map must not override the CRL type"
+    assert directives(crl, "limit_req") == ["zone=tierwall_req_per_client burst=20 nodelay"]
+    assert directives(locations["/"], "return") == [f"301 https://{DOMAIN}$request_uri"]
+    assert set(_locations(https)) == {"/"}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"nginx_certificate_source": "acme"}, {"nginx_certificate_source": "path"}, {"nginx_crl_file": ""}],
+    ids=["acme", "path", "no-crl-file"],
+)
+def test_the_crl_is_served_only_with_the_internal_ca(tmp_path: Path, overrides: dict[str, Any]) -> None:
+    files = render_tree(tmp_path, 1, **overrides)
+    http, _ = _server_blocks(files["sites-enabled/tierwall-site.conf"])
+    assert "tierwall-ca.crl" not in http
+    assert directives(_locations(http)["/"], "return") == [f"301 https://{DOMAIN}$request_uri"]
+
+
+@pytest.mark.control("TLS-03")
+def test_proxy_checks_app_certificates_against_the_crl(tmp_path: Path) -> None:
+    checked = render_tree(tmp_path / "crl", 1)
+    assert directives(checked["snippets/tierwall-proxy.conf"], "proxy_ssl_crl") == [
+        str(tmp_path / "crl" / "tls" / "tierwall-ca.crl.pem")
+    ]
+    unchecked = render_tree(tmp_path / "none", 1, nginx_upstream_crl_file="")
+    assert directives(unchecked["snippets/tierwall-proxy.conf"], "proxy_ssl_crl") == []
+
+
+def test_nginx_t_loads_the_crl(tmp_path: Path) -> None:
+    """nginx -t parses proxy_ssl_crl's file: a file that is not a PEM CRL is refused."""
+    render_tree(tmp_path, 1)
+    (tmp_path / "tls" / "tierwall-ca.crl.pem").write_text("not a CRL\n")
+    result = nginx_test(tmp_path)
+    assert result.returncode != 0
+    assert "tierwall-ca.crl.pem" in result.stderr
+
+
 # -- headers (HDR-01) ------------------------------------------------------------------------------
 
 
@@ -350,6 +449,18 @@ def test_proxy_verifies_the_app_servers_certificates(tree: tuple[Path, dict[str,
     assert directives(proxy, "proxy_ssl_name") == ["app.tierwall.internal"]
     assert len(directives(proxy, "proxy_ssl_trusted_certificate")) == 1
     assert directives(files["sites-enabled/tierwall-site.conf"], "proxy_pass") == ["https://tierwall_app"]
+
+
+@pytest.mark.control("RET-03")
+def test_bodies_never_reach_the_proxys_disk(tree: tuple[Path, dict[str, str]]) -> None:
+    """Notes pass through the proxy: a request body above client_body_buffer_size would be written
+    to a temp file on its disk, and so would a large response. Both stream through memory."""
+    _, files = tree
+    proxy = files["snippets/tierwall-proxy.conf"]
+    assert directives(proxy, "proxy_request_buffering") == ["off"]
+    assert directives(proxy, "proxy_max_temp_file_size") == ["0"]
+    everything = "\n".join(files.values())
+    assert not re.search(r"^\s*client_body_in_file_only\s+(on|clean)", everything, re.M)
 
 
 # -- logs (RET-03) ---------------------------------------------------------------------------------
@@ -498,6 +609,8 @@ def _converge_config(tmp_path: Path, app_count: int) -> tuple[int, str]:
         "nginx_log_dir": str(prefix / "logs"),
         "nginx_pid_file": str(prefix / "nginx.pid"),
         "nginx_upstream_ca_file": str(tls / "ca.tierwall.internal.crt"),
+        "nginx_upstream_crl_file": str(tls / "tierwall-ca.crl.pem"),
+        "nginx_crl_file": str(tls / "tierwall-ca.crl"),
         "__nginx_tls_certificate": str(tls / f"{DOMAIN}.crt"),
         "__nginx_tls_key": str(tls / f"{DOMAIN}.key"),
         "__nginx_tls_chain": str(tls / "ca.tierwall.internal.crt"),
