@@ -22,6 +22,11 @@ class StoredRecord:
 _SEALED = "key_id, wrapped_key, nonce, ciphertext, enc_version"
 
 
+def _sealed_values(sealed: Sealed) -> tuple:
+    """The values of the _SEALED columns, in their order."""
+    return (sealed.key_id, sealed.wrapped_key, sealed.nonce, sealed.ciphertext, sealed.version)
+
+
 def _record(row: tuple, sender: str | None = None) -> StoredRecord:
     record_id, created_at, key_id, wrapped_key, nonce, ciphertext, version = row
     sealed = Sealed(key_id, bytes(wrapped_key), bytes(nonce), bytes(ciphertext), version)
@@ -34,15 +39,7 @@ async def insert_note(
     cur = await conn.execute(
         f"INSERT INTO notes (note_id, file_id, {_SEALED})"
         " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING created_at",
-        (
-            note_id,
-            file_id,
-            sealed.key_id,
-            sealed.wrapped_key,
-            sealed.nonce,
-            sealed.ciphertext,
-            sealed.version,
-        ),
+        (note_id, file_id, *_sealed_values(sealed)),
     )
     row = await cur.fetchone()
     assert row is not None
@@ -72,16 +69,7 @@ async def insert_chat(
     cur = await conn.execute(
         f"INSERT INTO chat_messages (message_id, file_id, sender, {_SEALED})"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING created_at",
-        (
-            message_id,
-            file_id,
-            sender,
-            sealed.key_id,
-            sealed.wrapped_key,
-            sealed.nonce,
-            sealed.ciphertext,
-            sealed.version,
-        ),
+        (message_id, file_id, sender, *_sealed_values(sealed)),
     )
     row = await cur.fetchone()
     assert row is not None

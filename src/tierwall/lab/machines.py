@@ -209,26 +209,24 @@ def remove_machine_cgroups(host: str) -> None:
     """Remove one stopped machine's cgroups (nspawn left its "payload"/"supervisor" children), so
     its next start begins as on ``up``."""
     for root in cgroup_roots():
-        top = root / CGROUP_DIR / host
-        if not top.is_dir():
-            continue
-        for current, _dirs, _files in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
-            try:
-                os.rmdir(current)
-            except OSError as exc:
-                log(f"could not remove cgroup {current}: {exc}")
+        _remove_cgroup_tree(root / CGROUP_DIR / host)
 
 
 def remove_cgroups(tops: list[str]) -> None:
     """Remove the lab's cgroup trees, deepest first (they are empty once the machines are gone)."""
     for top in {*tops, *(str(r / CGROUP_DIR) for r in cgroup_roots())}:
-        if not Path(top).is_dir():
-            continue
-        for current, _dirs, _files in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
-            try:
-                os.rmdir(current)
-            except OSError as exc:
-                log(f"could not remove cgroup {current}: {exc}")
+        _remove_cgroup_tree(Path(top))
+
+
+def _remove_cgroup_tree(top: Path) -> None:
+    """rmdir a cgroup tree deepest first (a cgroup goes only once its children have)."""
+    if not top.is_dir():
+        return
+    for current, _dirs, _files in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+        try:
+            os.rmdir(current)
+        except OSError as exc:
+            log(f"could not remove cgroup {current}: {exc}")
 
 
 # -- processes ----------------------------------------------------------------------------------------
