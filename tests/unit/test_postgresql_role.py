@@ -137,14 +137,29 @@ def test_the_cluster_never_starts_at_boot() -> None:
 
 
 def test_playbooks_wire_the_key_and_the_secrets() -> None:
-    """database.yml runs pki (key group postgres) before postgresql and passes the shared secrets;
-    unlock-db.yml uses the same key source and pipelining (no module file on the db's disk)."""
+    """The db tier's settings live once, in group_vars/db.yml: pki's key group postgres, the shared
+    secrets, pipelining (no module file on the db's disk). Every playbook that converges or unlocks
+    the db loads the key, and installs PostgreSQL (its group) before pki runs there."""
     playbooks = REPO / "ansible" / "playbooks"
+    db_vars = _yaml(playbooks / "group_vars" / "db.yml")
+    assert db_vars["pki_key_group"] == "postgres"
+    assert db_vars["ansible_pipelining"] is True
+    assert set(db_vars["postgresql_role_passwords"]) == {"notes_app", "identity_app"}
+    assert db_vars["postgresql_encryption_key"] == "{{ tierwall_pgdata_key }}"
+
     converge = _yaml(playbooks / "database.yml")[0]
     assert [r["role"] for r in converge["roles"]] == ["pki", "postgresql"]
-    assert converge["vars"]["pki_key_group"] == "postgres"
     assert converge["vars_files"] == ["vars/pgdata-key.yml"]
-    assert set(converge["vars"]["postgresql_role_passwords"]) == {"notes_app", "identity_app"}
+    assert converge["pre_tasks"][0]["ansible.builtin.include_role"]["tasks_from"] == "packages.yml"
     unlock = _yaml(playbooks / "unlock-db.yml")[0]
     assert unlock["vars_files"] == ["vars/pgdata-key.yml"]
-    assert unlock["vars"]["ansible_pipelining"] is True
+
+    # site.yml: the packages in the base play, pki and postgresql in the later services play.
+    site = {play["name"]: play for play in _yaml(playbooks / "site.yml")}
+    base = next(p for n, p in site.items() if n.startswith("Base"))
+    services = next(p for n, p in site.items() if n.startswith("Services"))
+    assert any(t["ansible.builtin.include_role"].get("tasks_from") == "packages.yml"
+               and t["when"] == "tierwall_tier == 'db'" for t in base["tasks"])
+    roles = [r["role"] for r in services["roles"]]
+    assert roles.index("pki") < roles.index("postgresql")
+    assert base["vars_files"] == services["vars_files"] == ["vars/pgdata-key.yml"]
