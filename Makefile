@@ -30,7 +30,7 @@ APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client u
 .PHONY: help
 help:
 	@sed -n 's/^#  //p' $(MAKEFILE_LIST) | head -3
-	@echo "targets: lab test unit lint lab-up lab-down lab-status converge verify clean"
+	@echo "targets: lab test unit lint lab-up lab-down lab-status converge verify bench bench-lab clean"
 
 # -- installation ---------------------------------------------------------------------------------
 .PHONY: deps apt-deps
@@ -114,6 +114,21 @@ lab: deps apt-deps
 	$(LIVE_SUITES) --junit-xml=$(REPORTS)/live.xml || status=1; \
 	$(AUDIT) --junit $(REPORTS)/unit.xml $(REPORTS)/live.xml --target lab --started $$started || status=1; \
 	exit $$status
+
+# -- benchmarks (bench/README.md) -----------------------------------------------------------------
+# Figures, not tests: each script prints its figures beside its target and writes
+# .lab/reports/bench/<name>.json. `bench` measures the converged lab as it is; `bench-lab` tears
+# the lab down and rebuilds it (cold and warm up, fresh and no-op converges, 1 against 3 app
+# servers) and leaves it converged.
+.PHONY: bench bench-lab
+bench: converge
+	$(BIN)/python bench/edge.py
+	$(BIN)/python bench/database.py
+	$(BIN)/python bench/crypto.py
+
+bench-lab: deps apt-deps
+	$(BIN)/python bench/lab_timings.py --suites
+	$(BIN)/python bench/scale.py
 
 # -- verification against a Hetzner stack ---------------------------------------------------------
 # make verify INVENTORY=path (from `tierwall inventory --pulumi-outputs`). The same testinfra
