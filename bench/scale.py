@@ -52,11 +52,29 @@ def edge(duration: int, connections: int) -> dict[str, Any]:
     return data
 
 
+def restore() -> None:
+    print("== restoring the lab of lab/stack.yaml", flush=True)
+    failures = cleanup(
+        [
+            ("tierwall lab down", lambda: lab("down")),
+            ("tierwall lab up", lambda: lab("up")),
+            ("converge", converge),
+        ]
+    )
+    if failures:
+        print("the lab was not restored: run `tierwall lab down && make converge`")
+
+
 def body() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--apps", type=int, nargs="+", default=[1, 3], help="app counts to compare")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument(
+        "--no-restore",
+        action="store_true",
+        help="leave the last lab as it is (no rebuild with lab/stack.yaml)",
+    )
     args = parser.parse_args()
     if any(n < 1 or n > 9 for n in args.apps):
         raise BenchError("--apps: each count must be between 1 and 9 (the lab's address plan)")
@@ -80,19 +98,13 @@ def body() -> int:
                 "noop_s": round(noop, 1),
                 "edge": edge(args.duration, args.connections),
             }
+            print(f"   {json.dumps({k: v for k, v in results[count].items() if k != 'edge'})}", flush=True)
     finally:
-        print("== restoring the lab of lab/stack.yaml", flush=True)
-        failures = cleanup(
-            [
-                ("tierwall lab down", lambda: lab("down")),
-                ("tierwall lab up", lambda: lab("up")),
-                ("converge", converge),
-            ]
-        )
-        if failures:
-            print("the lab was not restored: run `tierwall lab down && make converge`")
+        if not args.no_restore:
+            restore()
 
     figures: list[Figure] = []
+
     for count, data in results.items():
         figures.append(
             Figure(f"{count} app: full converge of a fresh lab", f"{data['converge_fresh_s']:.0f} s")
