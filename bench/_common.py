@@ -27,6 +27,14 @@ from tierwall.lab.inventory import hosts_of, ssh_argv
 from tierwall.paths import LAB_DIR, REPO
 
 REPORT_DIR = LAB_DIR / "reports" / "bench"
+BIN = REPO / ".venv" / "bin"
+# Ansible as the Makefile runs it: its ansible.cfg, and the venv's commands first on PATH
+# (testinfra calls ansible-inventory by name).
+ANSIBLE_ENV = {
+    "ANSIBLE_CONFIG": str(REPO / "ansible" / "ansible.cfg"),
+    "ANSIBLE_FORCE_COLOR": "0",
+    "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+}
 # Exit codes: 0 measured (whether or not the target holds), 1 error, 3 measured but invalid.
 EXIT_ERROR, EXIT_INVALID = 1, 3
 
@@ -65,6 +73,17 @@ def run(
         tail = (done.stderr.strip() or done.stdout.strip())[-2000:]
         raise BenchError(f"exit {done.returncode}: {shown}\n{tail}")
     return done
+
+
+def playbook_argv(playbook: Path | str, *extra: str) -> list[str]:
+    """``ansible-playbook`` of the venv against the lab's inventory (run it with ANSIBLE_ENV)."""
+    return [str(BIN / "ansible-playbook"), "-i", str(LAB_DIR / "inventory.yml"), str(playbook), *extra]
+
+
+def drop_caches() -> None:
+    """Empty this kernel's page cache, which the lab's machines share (they cannot drop it)."""
+    run(["sync"], timeout=300)
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
 def netns(namespace: str, argv: Sequence[str]) -> list[str]:

@@ -18,7 +18,7 @@ import os
 import re
 from pathlib import Path
 
-from _common import BenchError, Figure, Lab, main, print_table, run, write_report
+from _common import BenchError, Figure, Lab, drop_caches, main, print_table, run, write_report
 
 from tierwall.paths import REPO
 
@@ -62,12 +62,6 @@ WRITE = (
     "e=$(date +%s%N); echo $(((e-s)/1000))"
 )
 READ = "s=$(date +%s%N); cat {dir}/f >/dev/null; e=$(date +%s%N); rm -f {dir}/f; echo $(((e-s)/1000))"
-
-
-def drop_caches() -> None:
-    """The lab's machines share this kernel's page cache: drop it here (the machines cannot)."""
-    run(["sync"], timeout=120)
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
 def volume_mib_s(mib: int = 256) -> dict[str, tuple[float, float]]:

@@ -47,6 +47,7 @@ from _common import (
     Figure,
     Lab,
     cleanup,
+    drop_caches,
     main,
     netns,
     print_table,
@@ -154,12 +155,6 @@ def kernel_driver(algorithm: str = "xts(aes)") -> str:
         if fields.get("name") == algorithm and int(fields.get("priority", 0)) > best[0]:
             best = (int(fields["priority"]), fields.get("driver", "?"))
     return best[1]
-
-
-def drop_caches() -> None:
-    run(["sync"], timeout=300)
-    with open("/proc/sys/vm/drop_caches", "w") as handle:
-        handle.write("3\n")
 
 
 # -- encryption at rest ------------------------------------------------------------------------------

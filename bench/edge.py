@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    ANSIBLE_ENV,
     EXIT_INVALID,
     BenchError,
     Figure,
@@ -40,6 +41,7 @@ from _common import (
     cleanup,
     main,
     netns,
+    playbook_argv,
     print_table,
     ratio,
     run,
@@ -142,6 +144,14 @@ class Site:
         payload, _, status = done.stdout.rpartition("\n")
         return int(status), json.loads(payload) if payload.strip() else None
 
+    def require_created(self, method: str, path: str, client: str, body: Any, what: str) -> None:
+        """One API call through the proxy, from the sentinel, that must answer 201 Created."""
+        status, _ = self.curl(
+            self.sentinel_ns, method, self.public_base + path, self.auth_headers(client), body
+        )
+        if status != 201:
+            raise BenchError(f"{what} answered {status}, not 201")
+
     def auth_headers(self, client: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}", CLIENT_HEADER: client}
 
@@ -194,10 +204,8 @@ def limit_lines(site: Site) -> str:
 
 def converge_edge(extra: list[str]) -> None:
     """ansible/playbooks/edge.yml, the proxy tier's own playbook, with ``extra`` arguments."""
-    playbook = REPO / "ansible" / "playbooks" / "edge.yml"
-    argv = [str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", str(LAB_DIR / "inventory.yml")]
-    env = {"ANSIBLE_CONFIG": str(REPO / "ansible" / "ansible.cfg")}
-    done = run([*argv, str(playbook), *extra], timeout=PLAYBOOK_TIMEOUT, check=False, env=env)
+    argv = playbook_argv(REPO / "ansible" / "playbooks" / "edge.yml", *extra)
+    done = run(argv, timeout=PLAYBOOK_TIMEOUT, check=False, env=ANSIBLE_ENV)
     if done.returncode != 0:
         tail = done.stdout[-3000:]
         raise BenchError(f"edge.yml {shlex.join(extra)} failed (exit {done.returncode}):\n{tail}")
@@ -321,25 +329,17 @@ def body(args: argparse.Namespace) -> int:
         if OVERRIDES["nginx_rate_limit_rate"] in before:
             print("warning: the proxy still has a bench run's limits; they are restored at the end")
         hosts.create()
-        status, _ = site.curl(
-            site.sentinel_ns,
-            "PUT",
-            site.public_base + "/client",
-            site.auth_headers(client),
-            {"name": "tierwall bench client"},
+        site.require_created(
+            "PUT", "/client", client, {"name": "tierwall bench client"}, "registering the bench client"
         )
-        if status != 201:
-            raise BenchError(f"registering the bench client answered {status}, not 201")
         state["client"] = True
-        status, _ = site.curl(
-            site.sentinel_ns,
+        site.require_created(
             "POST",
-            site.public_base + "/client/notes",
-            site.auth_headers(client),
+            "/client/notes",
+            client,
             {"text": "A note the benchmark reads."},
+            "writing the bench client's note",
         )
-        if status != 201:
-            raise BenchError(f"writing the bench client's note answered {status}, not 201")
         overrides = workdir / "overrides.json"
         _private(overrides, json.dumps(OVERRIDES))
         print("raising the proxy's limits for the run (edge.yml -e @overrides.json)")

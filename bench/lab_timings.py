@@ -30,20 +30,23 @@ import tempfile
 import time
 from typing import Any
 
-from _common import BenchError, Figure, Lab, main, print_table, run, write_report
+from _common import (
+    ANSIBLE_ENV,
+    BIN,
+    BenchError,
+    Figure,
+    Lab,
+    main,
+    playbook_argv,
+    print_table,
+    run,
+    write_report,
+)
 
 from tierwall.lab.image import BASE_DIR
 from tierwall.paths import LAB_DIR, REPO
 
-BIN = REPO / ".venv" / "bin"
 PLAYBOOKS = REPO / "ansible" / "playbooks"
-# As the Makefile runs them: its ansible.cfg, and the venv's commands (testinfra calls
-# ansible-inventory by name) first on PATH.
-ANSIBLE_ENV = {
-    "ANSIBLE_CONFIG": str(REPO / "ansible" / "ansible.cfg"),
-    "ANSIBLE_FORCE_COLOR": "0",
-    "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-}
 NOOP_TARGET_S = 30.0
 RECAP = re.compile(
     r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)"
@@ -68,7 +71,7 @@ def lab(*args: str, timeout: float = 1800) -> tuple[float, str]:
 def playbook(name: str, *, timeout: float = 3600) -> tuple[float, dict[str, dict[str, int]]]:
     """Run one playbook against the lab; its time and the recap per host (fails on failed hosts)."""
     seconds, output = timed(
-        [str(BIN / "ansible-playbook"), "-i", str(LAB_DIR / "inventory.yml"), str(PLAYBOOKS / name)],
+        playbook_argv(PLAYBOOKS / name),
         timeout=timeout,
         env=ANSIBLE_ENV,
     )
@@ -104,8 +107,7 @@ def per_task_seconds(tasks: int = 21) -> float:
         with tempfile.NamedTemporaryFile("w", suffix=".yml", dir=LAB_DIR) as handle:
             handle.write("\n".join(lines) + "\n")
             handle.flush()
-            argv = [str(BIN / "ansible-playbook"), "-i", str(LAB_DIR / "inventory.yml"), handle.name]
-            seconds, _ = timed(argv, timeout=600, env=ANSIBLE_ENV)
+            seconds, _ = timed(playbook_argv(handle.name), timeout=600, env=ANSIBLE_ENV)
         return seconds
 
     play_seconds(1)  # SSH masters up, caches warm

@@ -20,8 +20,8 @@ import os
 import time
 from typing import Any
 
-from _common import REPORT_DIR, BenchError, Figure, cleanup, main, print_table, run, write_report
-from lab_timings import BIN, converge, lab, playbook
+from _common import BIN, REPORT_DIR, BenchError, Figure, cleanup, main, print_table, run, write_report
+from lab_timings import converge, lab, playbook
 
 from tierwall.paths import REPO
 
