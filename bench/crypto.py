@@ -51,8 +51,9 @@ PLAIN_PARENT = "/srv/pgdata-volume"  # the same ext4 volume, no policy
 SETUP = """
 enc={enc}/tierwall-bench-crypto; plain={plain}/tierwall-bench-crypto
 rm -rf "$enc" "$plain"; mkdir "$enc" "$plain"
-fscrypt status "$enc" | grep -q 'is encrypted' || {{ echo "$enc is not encrypted" >&2; exit 1; }}
-if fscrypt status "$plain" 2>/dev/null | grep -q 'is encrypted'; then
+# grep without -q reads to the end: under pipefail an early exit would SIGPIPE fscrypt.
+fscrypt status "$enc" | grep 'is encrypted' >/dev/null || {{ echo "$enc is not encrypted" >&2; exit 1; }}
+if fscrypt status "$plain" 2>/dev/null | grep 'is encrypted' >/dev/null; then
   echo "$plain is encrypted" >&2; exit 1
 fi
 """
