@@ -160,6 +160,8 @@ def test_playbooks_wire_the_key_and_the_secrets() -> None:
     services = next(p for n, p in site.items() if n.startswith("Services"))
     assert any(t["ansible.builtin.include_role"].get("tasks_from") == "packages.yml"
                and t["when"] == "tierwall_tier == 'db'" for t in base["tasks"])
-    roles = [r["role"] for r in services["roles"]]
-    assert roles.index("pki") < roles.index("postgresql")
+    # pki as a role of the play (roles run before tasks), postgresql included on the db only.
+    assert [r["role"] for r in services["roles"]] == ["pki"]
+    assert [t["ansible.builtin.include_role"]["name"] for t in services["tasks"]
+            if t.get("when") == "tierwall_tier == 'db'"] == ["postgresql"]
     assert base["vars_files"] == services["vars_files"] == ["vars/pgdata-key.yml"]
