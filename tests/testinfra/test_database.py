@@ -16,6 +16,7 @@ and PostgreSQL down, runs unlock-db.yml and leaves the db unlocked and running.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -339,6 +340,56 @@ def test_postgresql_is_not_started_at_boot(host: Any) -> None:
     assert dropin, f"{UNIT} has no drop-in"
     assert f"AssertPathExists={DATA_DIRECTORY}/PG_VERSION" in host.file(dropin[0]).content_string
 
+
+# Walks the writable trees of the db and its journal for 64-hex-digit tokens and prints
+# "<digest> <file>" for each token whose SHA-256 is one of argv[1:]: the key itself never leaves
+# the controller, neither on a command line nor in a module's arguments (the db's journal
+# records those).
+KEY_SEARCH = r"""
+import hashlib, os, re, sys
+wanted = set(sys.argv[1:])
+token = re.compile(rb"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])")
+def digests(data):
+    return {hashlib.sha256(m.group().lower()).hexdigest() for m in token.finditer(data)} & wanted
+found = [f"{d} journal" for d in digests(sys.stdin.buffer.read())]
+for top in ("/etc", "/home", "/root", "/tmp", "/var", "/run", "/srv", "/opt", "/usr/local"):
+    for root, dirs, files in os.walk(top):
+        for name in files:
+            path = os.path.join(root, name)
+            try:
+                if os.path.isfile(path) and not os.path.islink(path):
+                    with open(path, "rb") as handle:
+                        found += [f"{d} {path}" for d in digests(handle.read())]
+            except OSError:
+                pass
+print(chr(10).join(found))
+"""
+
+
+@pytest.mark.control("ENC-05")
+def test_the_key_is_nowhere_on_the_db(host: Any) -> None:
+    """The data directory's key reached the db only to unlock it: no file on the db (temporary
+    module files, logs, configuration, the data volume) and no journal entry holds it. A random
+    token planted in /tmp first shows the search finds what is there."""
+    key = os.environ.get("TIERWALL_PGDATA_KEY") or ""
+    path = LAB_DIR / "secrets" / "pgdata-key"
+    if not key and path.is_file():
+        key = path.read_text().strip()
+    if not key:
+        pytest.skip(f"no key to look for: set TIERWALL_PGDATA_KEY or converge the lab (writes {path})")
+    digest = hashlib.sha256(key.lower().encode()).hexdigest()
+    probe = os.urandom(32).hex()
+    probe_digest = hashlib.sha256(probe.encode()).hexdigest()
+    probe_path = f"/tmp/tierwall-key-search-{uuid.uuid4().hex}"
+    assert host.run("umask 077 && echo token=%s > %s", probe, probe_path).rc == 0
+    try:
+        result = host.run("journalctl -q -o cat | python3 -c %s %s %s", KEY_SEARCH, digest, probe_digest)
+    finally:
+        host.run("rm -f %s", probe_path)
+    assert result.rc == 0, result.stderr
+    hits = [line.split(" ", 1) for line in result.stdout.splitlines() if line.strip()]
+    assert [probe_digest, probe_path] in hits, f"the search missed the planted token: {hits}"
+    assert [path for found, path in hits if found == digest] == [], "the pgdata key is on the db"
 
 # -- least privilege, pseudonymisation -------------------------------------------------------------
 
