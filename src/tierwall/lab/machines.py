@@ -433,11 +433,13 @@ def _zombie(pid: int) -> bool:
 
 def stray_processes() -> list[int]:
     """nspawn processes on the lab's machines and every process in the lab's cgroups (the
-    machines' own processes: their root is not visible from here, their cgroup is)."""
+    machines' own processes: their root is not visible from here, their cgroup is). Zombies are
+    not strays: they have exited, and only their parent (here PID 1, which may reap late) can
+    remove them."""
     found = []
     marker = str(RUN_DIR)
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid() or _zombie(int(proc.name)):
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
