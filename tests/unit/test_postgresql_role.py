@@ -136,6 +136,16 @@ def test_the_cluster_never_starts_at_boot() -> None:
     assert "AssertPathExists=/srv/pgdata-volume/postgresql/15/main/PG_VERSION" in dropin
 
 
+def _role_steps(tasks: list[dict]) -> list[tuple]:
+    """(role, tasks_from, when) of each include_role/import_role task, in order."""
+    steps = []
+    for task in tasks:
+        for key, spec in task.items():
+            if key.endswith(("include_role", "import_role")):
+                steps.append((spec["name"], spec.get("tasks_from"), task.get("when")))
+    return steps
+
+
 def test_playbooks_wire_the_key_and_the_secrets() -> None:
     """The db tier's settings live once, in group_vars/db.yml: pki's key group postgres, the shared
     secrets, pipelining (no module file on the db's disk). Every playbook that converges or unlocks
@@ -154,14 +164,11 @@ def test_playbooks_wire_the_key_and_the_secrets() -> None:
     unlock = _yaml(playbooks / "unlock-db.yml")[0]
     assert unlock["vars_files"] == ["vars/pgdata-key.yml"]
 
-    # site.yml: the packages in the base play, pki and postgresql in the later services play.
-    site = {play["name"]: play for play in _yaml(playbooks / "site.yml")}
-    base = next(p for n, p in site.items() if n.startswith("Base"))
-    services = next(p for n, p in site.items() if n.startswith("Services"))
-    assert any(t["ansible.builtin.include_role"].get("tasks_from") == "packages.yml"
-               and t["when"] == "tierwall_tier == 'db'" for t in base["tasks"])
-    # pki as a role of the play (roles run before tasks), postgresql included on the db only.
-    assert [r["role"] for r in services["roles"]] == ["pki"]
-    assert [t["ansible.builtin.include_role"]["name"] for t in services["tasks"]
-            if t.get("when") == "tierwall_tier == 'db'"] == ["postgresql"]
-    assert base["vars_files"] == services["vars_files"] == ["vars/pgdata-key.yml"]
+    # site.yml: in the converge play, the packages, then pki, then postgresql on the db.
+    converge = next(p for p in _yaml(playbooks / "site.yml") if p.get("strategy") == "tierwall_free")
+    assert converge["vars_files"] == ["vars/pgdata-key.yml"]
+    steps = _role_steps(converge["tasks"])
+    packages = steps.index(("postgresql", "packages.yml", "tierwall_tier == 'db'"))
+    pki = steps.index(("pki", None, None))
+    server = steps.index(("postgresql", None, "tierwall_tier == 'db'"))
+    assert packages < pki < server
