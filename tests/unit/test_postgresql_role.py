@@ -122,6 +122,7 @@ def test_server_settings() -> None:
     assert settings["log_connections"] == settings["log_disconnections"] == "on"
     assert settings["shared_preload_libraries"] == "'pgaudit'"
     assert settings["pgaudit.log_parameter"] == "off"
+    assert settings["wal_compression"] == "lz4"  # less WAL to encrypt (bench/README.md)
     for escape in ("%m", "%u", "%d", "%h"):
         assert escape in settings["log_line_prefix"]
 
