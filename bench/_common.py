@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from tierwall.lab.inventory import hosts_of, ssh_argv
+from tierwall.lab.state import State
 from tierwall.paths import LAB_DIR, REPO
 
 REPORT_DIR = LAB_DIR / "reports" / "bench"
@@ -97,6 +98,11 @@ class Lab:
     def __init__(self, path: Path = LAB_DIR / "inventory.yml") -> None:
         if not path.is_file():
             raise BenchError(f"no lab inventory at {path}: run `tierwall lab up` and `make converge`")
+        # An inventory outlives its lab; with the lab down, its addresses would route out through
+        # this machine's uplink instead of to the lab's machines (or to its unreachable routes).
+        state = State.load()
+        if state is None or state.phase != "up":
+            raise BenchError("the lab is not up: run `tierwall lab up` and `make converge` first")
         self.path = path
         self.data = yaml.safe_load(path.read_text())
         self.vars: dict[str, Any] = self.data["all"]["vars"]
