@@ -192,13 +192,25 @@ def print_table(figures: Sequence[Figure], out: Any = sys.stdout) -> None:
 
 
 def write_report(name: str, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` with the machine's facts to ``.lab/reports/bench/<name>.json``."""
+    """Write ``payload`` with the machine's facts to ``.lab/reports/bench/<name>.json``; say where."""
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     path = REPORT_DIR / f"{name}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"name": name, "machine": machine_facts(), **payload}, indent=2) + "\n")
     os.replace(tmp, path)
+    print(f"\nreport: {path}")
     return path
+
+
+def verdict(valid: bool, invalid_because: str, target: str, holds: bool | None) -> int:
+    """A script's last line and exit code: an invalid run reports no figure (EXIT_INVALID);
+    otherwise whether ``target`` holds (``holds`` None: nothing measured against it)."""
+    if not valid:
+        print(f"INVALID: {invalid_because}; no figure is reported")
+        return EXIT_INVALID
+    if holds is not None:
+        print(f"target {target}: {'holds' if holds else 'does NOT hold'}")
+    return 0
 
 
 def ratio(numerator: float, denominator: float) -> float:

@@ -117,7 +117,7 @@ def body() -> int:
         Figure("  ratio encrypted/plain, read", f"{enc_r / plain_r:.2f}x"),
     ]
     print_table(figures)
-    path = write_report(
+    write_report(
         "crypto",
         {
             "driver": driver,
@@ -126,7 +126,6 @@ def body() -> int:
             "figures": [f.__dict__ for f in figures],
         },
     )
-    print(f"\nreport: {path}")
     return 0
 
 

@@ -42,7 +42,6 @@ from statistics import mean
 from typing import Any
 
 from _common import (
-    EXIT_INVALID,
     BenchError,
     Figure,
     Lab,
@@ -53,6 +52,7 @@ from _common import (
     print_table,
     ratio,
     run,
+    verdict,
     warn_if_busy,
     write_report,
 )
@@ -555,7 +555,7 @@ def body(args: argparse.Namespace) -> int:
         "rounds": args.rounds,
         "mode": "tpcb-like",
     }
-    report = write_report(
+    write_report(
         "database",
         {
             "valid": valid,
@@ -564,14 +564,12 @@ def body(args: argparse.Namespace) -> int:
             "concurrent_activity": busy + warn_if_busy(),
         },
     )
-    print(f"\nreport: {report}")
-    if not valid:
-        print("INVALID: a pgbench run had failed transactions or aborted; no figure is reported")
-        return EXIT_INVALID
-    if "rest" in results:
-        holds = results["rest"]["holds"]
-        print(f"target encrypted >= {REST_TARGET:.2f}x plain: {'holds' if holds else 'does NOT hold'}")
-    return 0
+    return verdict(
+        valid,
+        "a pgbench run had failed transactions or aborted",
+        f"encrypted >= {REST_TARGET:.2f}x plain",
+        results.get("rest", {}).get("holds"),
+    )
 
 
 def parse_args() -> argparse.Namespace:

@@ -34,7 +34,6 @@ from typing import Any
 
 from _common import (
     ANSIBLE_ENV,
-    EXIT_INVALID,
     BenchError,
     Figure,
     Lab,
@@ -45,6 +44,7 @@ from _common import (
     print_table,
     ratio,
     run,
+    verdict,
     warn_if_busy,
     write_report,
 )
@@ -365,7 +365,7 @@ def body(args: argparse.Namespace) -> int:
     print_table(figures)
     settings = {"threads": args.threads, "connections": args.connections, "duration_s": args.duration}
     holds = valid and all(r["ratio"] >= TARGET for r in results.values())
-    report = write_report(
+    write_report(
         "edge",
         {
             "valid": valid,
@@ -376,12 +376,9 @@ def body(args: argparse.Namespace) -> int:
             "concurrent_activity": busy,
         },
     )
-    print(f"\nreport: {report}")
-    if not valid:
-        print("INVALID: socket errors or non-2xx/3xx answers during a run; no figure is reported")
-        return EXIT_INVALID
-    print(f"target proxy >= {TARGET:.2f}x direct: {'holds' if holds else 'does NOT hold'}")
-    return 0
+    return verdict(
+        valid, "socket errors or non-2xx/3xx answers during a run", f"proxy >= {TARGET:.2f}x direct", holds
+    )
 
 
 def parse_args() -> argparse.Namespace:

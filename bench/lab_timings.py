@@ -278,8 +278,7 @@ def body() -> int:
     print()
     print_table(figures)
     data["figures"] = [f.__dict__ for f in figures]
-    path = write_report("lab_timings", data)
-    print(f"\nreport: {path}")
+    write_report("lab_timings", data)
     return 0
 
 

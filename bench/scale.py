@@ -120,11 +120,10 @@ def body() -> int:
             )
     print()
     print_table(figures)
-    path = write_report(
+    write_report(
         "scale",
         {"results": {str(k): v for k, v in results.items()}, "figures": [f.__dict__ for f in figures]},
     )
-    print(f"\nreport: {path}")
     return 0
 
 
