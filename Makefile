@@ -74,14 +74,21 @@ converge: lab-up
 # -- tests ----------------------------------------------------------------------------------------
 PYTEST := $(BIN)/pytest -q -p no:cacheprovider
 
-.PHONY: lint unit live-tests test
+.PHONY: lint unit integration live-tests test
 lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ansible-lint -q --profile production ansible/
 
-unit: deps apt-deps
+# Unit tests: pure Python, no root, no network namespace, no server started (seconds).
+unit: deps
 	@mkdir -p $(REPORTS)
-	$(PYTEST) tests/unit app/tests --junit-xml=$(REPORTS)/unit.xml
+	$(PYTEST) tests/unit --junit-xml=$(REPORTS)/unit.xml
+
+# Integration tests on this machine: roles run for real on localhost, nginx -t, nftables in a
+# throw-away network namespace, the reference app against real PostgreSQL clusters.
+integration: deps apt-deps
+	@mkdir -p $(REPORTS)
+	$(PYTEST) tests/integration app/tests --junit-xml=$(REPORTS)/integration.xml
 
 LIVE_SUITES := $(PYTEST) tests/lab tests/testinfra -m "not lab_lifecycle" --ansible-inventory=$(INVENTORY)
 AUDIT := $(BIN)/tierwall audit --segregation $(REPORTS)/segregation.json
@@ -94,10 +101,10 @@ live-tests: converge
 	@mkdir -p $(REPORTS)
 	@rm -f $(REPORTS)/live.xml $(REPORTS)/segregation.json
 	$(LIVE_SUITES) --junit-xml=$(REPORTS)/live.xml
-	$(AUDIT) --junit $(REPORTS)/unit.xml $(REPORTS)/live.xml --target lab
+	$(AUDIT) --junit $(REPORTS)/unit.xml $(REPORTS)/integration.xml $(REPORTS)/live.xml --target lab
 	$(PYTEST) tests/lab -m lab_lifecycle --junit-xml=$(REPORTS)/lifecycle.xml
 
-test: lint unit live-tests
+test: lint unit integration live-tests
 
 # -- the main job ---------------------------------------------------------------------------------
 # Build the lab, converge it, run every verification suite, write the audit report, print a
