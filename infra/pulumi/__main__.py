@@ -25,7 +25,14 @@ stack = pulumi.get_stack()
 config = load_stack_config(stack)  # raises StackConfigRefused: nothing below runs on a bad config
 topology = config.topology()
 
-keys = OperatorKeys("operators", OperatorKeysArgs(stack=stack, public_keys=config.ssh_public_keys))
+# Components are named so that their children keep the names deployed stacks have: each tier after
+# its tier (its servers are "<tier>-<n>"), the keys "operator" (operator-1, ...). The keys' component
+# was "operators" before its children were named from it; the alias keeps that component.
+keys = OperatorKeys(
+    "operator",
+    OperatorKeysArgs(stack=stack, public_keys=config.ssh_public_keys),
+    pulumi.ResourceOptions(aliases=[pulumi.Alias(name="operators")]),
+)
 networks = Networks("networks", NetworksArgs(stack=stack, topology=topology))
 common = ServerCommon(
     stack=stack,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_hcloud as hcloud
+from component_options import child_options
 from stack_labels import hetzner_name, labels
 
 from tierwall.topology import Host
@@ -41,12 +42,14 @@ class ServerSpec:
 
 
 def declare_server(
+    name: str,
     host: Host,
     common: ServerCommon,
     spec: ServerSpec,
     subnets: Mapping[str, hcloud.NetworkSubnet],
     parent: pulumi.Resource,
 ) -> hcloud.Server:
+    """The server for ``host``, named ``name`` in Pulumi and (with the stack prefix) at Hetzner."""
     networks = [
         # subnet_id (not network_id) makes the server wait for its subnet; alias_ips=[] stops the
         # provider from detaching and re-attaching the network on every update.
@@ -54,8 +57,8 @@ def declare_server(
         for i in host.interfaces
     ]
     return hcloud.Server(
-        host.name,
-        name=hetzner_name(common.stack, host.name),
+        name,
+        name=hetzner_name(common.stack, name),
         server_type=spec.server_type,
         image=common.image,
         location=common.location,
@@ -69,8 +72,8 @@ def declare_server(
         placement_group_id=spec.placement_group.id.apply(int) if spec.placement_group else None,
         delete_protection=spec.protected,
         rebuild_protection=spec.protected,
-        opts=pulumi.ResourceOptions(
-            parent=parent,
+        opts=child_options(
+            parent,
             # Both only act at first boot and force a replacement when changed. Ansible manages the
             # ops user's keys afterwards; rotating a key must not rebuild the servers (or the db).
             ignore_changes=["user_data", "ssh_keys"],
@@ -85,5 +88,5 @@ def spread_group(name: str, stack: str, tier: str, parent: pulumi.Resource) -> h
         name=hetzner_name(stack, name),
         type="spread",
         labels=labels(stack, tier=tier),
-        opts=pulumi.ResourceOptions(parent=parent),
+        opts=child_options(parent),
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_hcloud as hcloud
+from component_options import child_name, child_options, component_options
 from stack_labels import hetzner_name, labels
 
 
@@ -22,17 +23,21 @@ class OperatorKeysArgs:
 
 
 class OperatorKeys(pulumi.ComponentResource):
+    TYPE = "tierwall:access:OperatorKeys"
+    # Every type token this component had before TYPE (see component_options): none yet.
+    PREVIOUS_TYPES: tuple[str, ...] = ()
+
     keys: list[hcloud.SshKey]
 
     def __init__(self, name: str, args: OperatorKeysArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("tierwall:access:OperatorKeys", name, None, opts)
+        super().__init__(self.TYPE, name, None, component_options(opts, self.PREVIOUS_TYPES))
         self.keys = [
             hcloud.SshKey(
-                f"operator-{index}",
-                name=hetzner_name(args.stack, f"operator-{index}"),
+                child_name(name, str(index)),
+                name=hetzner_name(args.stack, child_name(name, str(index))),
                 public_key=key,
                 labels=labels(args.stack),
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=child_options(self),
             )
             for index, key in enumerate(args.public_keys, start=1)
         ]

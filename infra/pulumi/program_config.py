@@ -16,7 +16,8 @@ import pulumi.runtime.config as runtime_config
 from tierwall.config import ConfigError, StackConfig, from_pulumi_values
 
 # The stack name ends up in Hetzner server names (RFC 1123 hostnames, at most 63 characters) and in
-# label values. 32 characters leave room for the longest name we derive ("tierwall-<stack>-operator-9").
+# label values. 32 characters leave room for the longest name we derive
+# ("tierwall-<stack>-networks-frontend").
 _STACK_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_hcloud as hcloud
+from component_options import child_name, child_options, component_options, host_child_name
 from host_server import ServerCommon, ServerSpec, declare_server, spread_group
 from stack_labels import hetzner_name, labels
 
@@ -50,21 +51,26 @@ class ProxyTierArgs:
 
 
 class ProxyTier(pulumi.ComponentResource):
+    TYPE = "tierwall:tier:Proxy"
+    # Every type token this component had before TYPE (see component_options): none yet.
+    PREVIOUS_TYPES: tuple[str, ...] = ()
+
     firewall: hcloud.Firewall
     placement_group: hcloud.PlacementGroup
     servers: dict[str, hcloud.Server]
 
     def __init__(self, name: str, args: ProxyTierArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("tierwall:tier:Proxy", name, None, opts)
+        super().__init__(self.TYPE, name, None, component_options(opts, self.PREVIOUS_TYPES))
         stack = args.common.stack
+        firewall_name = child_name(name, "public")
         self.firewall = hcloud.Firewall(
-            "proxy-public",
-            name=hetzner_name(stack, "proxy-public"),
+            firewall_name,
+            name=hetzner_name(stack, firewall_name),
             rules=public_firewall_rules(args.topology, args.admin_cidrs),
             labels=labels(stack, tier=PROXY),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child_options(self),
         )
-        self.placement_group = spread_group("proxy", stack, PROXY, self)
+        self.placement_group = spread_group(name, stack, PROXY, self)
         spec = ServerSpec(
             server_type=args.server_type,
             public=True,
@@ -72,7 +78,10 @@ class ProxyTier(pulumi.ComponentResource):
             firewall=self.firewall,
         )
         self.servers = {
-            host.name: declare_server(host, args.common, spec, args.subnets, self) for host in args.hosts
+            host.name: declare_server(
+                host_child_name(name, host), host, args.common, spec, args.subnets, self
+            )
+            for host in args.hosts
         }
         self.register_outputs(
             {
