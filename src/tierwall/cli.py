@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from tierwall.config import ConfigError, load_stack_file
+from tierwall.errors import report
 from tierwall.inventory import (
     Access,
-    InventoryError,
     build_inventory,
     load_outputs,
     proxy_public_from_outputs,
     topology_from_outputs,
     write_inventory,
 )
+from tierwall.lab.cli import register as register_lab
 from tierwall.paths import LAB_DIR, REPO
 
 
@@ -27,8 +30,8 @@ def _check_config(args: argparse.Namespace) -> int:
         try:
             config = load_stack_file(path)
         except ConfigError as exc:
-            print(exc, file=sys.stderr)
-            status = 1
+            # Every file is checked: one line per refused file, then the next.
+            status = report(exc)
             continue
         topology = config.topology()
         hosts = ", ".join(h.name for h in topology.hosts)
@@ -43,21 +46,17 @@ def _inventory(args: argparse.Namespace) -> int:
         path = write_lab_inventory(Path(args.output) if args.output else None)
         print(path)
         return 0
-    try:
-        outputs = load_outputs(args.pulumi_outputs)
-        topology = topology_from_outputs(outputs)
-        access = Access(
-            proxy_public=proxy_public_from_outputs(outputs),
-            admin_cidrs=tuple(outputs.get("admin_cidrs", ())),
-            domain=str(outputs.get("domain", "")),
-            private_key_file=args.private_key,
-            target=str(outputs.get("stack", "hetzner")),
-            db_volume_device=outputs.get("db_volume_linux_device"),
-        )
-        inventory = build_inventory(topology, access)
-    except InventoryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    outputs = load_outputs(args.pulumi_outputs)
+    topology = topology_from_outputs(outputs)
+    access = Access(
+        proxy_public=proxy_public_from_outputs(outputs),
+        admin_cidrs=tuple(outputs.get("admin_cidrs", ())),
+        domain=str(outputs.get("domain", "")),
+        private_key_file=args.private_key,
+        target=str(outputs.get("stack", "hetzner")),
+        db_volume_device=outputs.get("db_volume_linux_device"),
+    )
+    inventory = build_inventory(topology, access)
     if args.output:
         print(write_inventory(inventory, args.output))
     else:
@@ -68,11 +67,7 @@ def _inventory(args: argparse.Namespace) -> int:
 
 
 def _topology(args: argparse.Namespace) -> int:
-    try:
-        config = load_stack_file(args.stack_file)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    config = load_stack_file(args.stack_file)
     print(json.dumps(config.topology().as_dict(), indent=2))
     return 0
 
@@ -120,6 +115,10 @@ def _audit(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tierwall", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error instead of one line"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     check = sub.add_parser("check-config", help="validate Pulumi.<stack>.yaml files without Pulumi")
@@ -154,18 +153,31 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("-o", "--output", default=str(LAB_DIR / "reports"), metavar="DIR")
     audit.set_defaults(func=_audit)
 
-    try:
-        from tierwall.lab.cli import register as register_lab
-    except ImportError:  # the lab arrives with its own issue
-        pass
-    else:
-        register_lab(sub)
+    register_lab(sub)
     return parser
+
+
+def _version() -> str:
+    try:
+        return version("tierwall")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("tierwall: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`tierwall lab status | head`): not an error worth a line, and the
+        # interpreter's last flush of stdout must not fail again on the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as exc:  # noqa: BLE001 - the one place any failure becomes one line
+        return report(exc, debug=args.debug)
 
 
 if __name__ == "__main__":

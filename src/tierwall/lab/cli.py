@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from tierwall.lab.system import LabError
+from tierwall.errors import TierwallError
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -41,21 +40,10 @@ def _ssh(args: argparse.Namespace) -> int:
     inventory = yaml.safe_load(write_lab_inventory().read_text())
     hosts = hosts_of(inventory)
     if args.host not in hosts:
-        raise LabError(f"no host {args.host!r} in the lab; hosts: {', '.join(hosts)}")
+        raise TierwallError(f"no host {args.host!r} in the lab", f"name one of {', '.join(hosts)}")
     argv = ssh_argv(hosts[args.host], inventory["all"]["vars"], args.command)
     os.execvp(argv[0], argv)
     return 1  # not reached
-
-
-def _guarded(func):
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except LabError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-
-    return run
 
 
 def _apps(value: str) -> int:
@@ -73,17 +61,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument(
         "--apps", type=_apps, metavar="N", help="number of app servers (overrides lab/stack.yaml)"
     )
-    up.set_defaults(func=_guarded(_up))
+    up.set_defaults(func=_up)
     down = commands.add_parser("down", help="remove everything the lab created")
-    down.set_defaults(func=_guarded(_down))
+    down.set_defaults(func=_down)
     status = commands.add_parser("status", help="each host, its addresses and its state")
-    status.set_defaults(func=_guarded(_status))
+    status.set_defaults(func=_status)
     ssh = commands.add_parser("ssh", help="ssh to a lab host through the jump chain")
     ssh.add_argument("host")
     ssh.add_argument("command", nargs=argparse.REMAINDER)
-    ssh.set_defaults(func=_guarded(_ssh))
+    ssh.set_defaults(func=_ssh)
     restart = commands.add_parser(
         "restart", help="power one machine off and boot it again (same disk, namespace and volume)"
     )
     restart.add_argument("host")
-    restart.set_defaults(func=_guarded(_restart))
+    restart.set_defaults(func=_restart)

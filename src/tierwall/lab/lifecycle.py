@@ -29,6 +29,7 @@ import yaml
 from tierwall.inventory import write_inventory
 from tierwall.lab import machines, network, snapshot
 from tierwall.lab.addressing import (
+    BASE_SUITE,
     INTERNET_BRIDGE,
     NFT_TABLE,
     ROOT_VETH_PREFIX,
@@ -53,6 +54,7 @@ from tierwall.lab.inventory import (
 from tierwall.lab.state import State
 from tierwall.lab.system import LabError, ensure_host_packages, log, require_root, run
 from tierwall.paths import LAB_DIR
+from tierwall.progress import step
 from tierwall.topology import DB, PROXY, Topology
 
 PREUP_SNAPSHOT = LAB_DIR / "preup-snapshot.json"
@@ -65,7 +67,8 @@ _OUR_NETNS = re.compile(r"^tw-(switch|sentinel|(proxy|app|db)-\d+)$")
 def up(rebuild_base: bool = False, apps: int | None = None) -> int:
     started = time.monotonic()
     require_root()
-    ensure_host_packages()
+    with step("checking the host's packages"):
+        ensure_host_packages()
     key = ensure_key()
     config = lab_config(key, apps)
     topology = config.topology()
@@ -81,7 +84,8 @@ def up(rebuild_base: bool = False, apps: int | None = None) -> int:
         state = None
 
     if state is not None and not rebuild_base and state.phase == "up" and state.hosts == names:
-        problems = health(state, topology)
+        with step(f"checking the health of {len(names)} machines"):
+            problems = health(state, topology)
         if not problems:
             rekeyed = _access(state, topology, key)
             _write_inventory(config, state, dns)
@@ -102,21 +106,27 @@ def up(rebuild_base: bool = False, apps: int | None = None) -> int:
         log("no state file but lab leftovers exist: removing them first")
         teardown(State(), keep_data=False)
 
-    ensure_base(rebuild=rebuild_base)
+    base = "base image cached" if not rebuild_base and is_ready() else "building the base image"
+    with step(f"{base} (debian {BASE_SUITE})"):
+        ensure_base(rebuild=rebuild_base)
     state = State(app_count=config.app_count, hosts=names, started_at=time.time())
     state.save()
-    network.build_network(state, topology)
-    start_sentinel(state)
-    for host in topology.hosts:
-        fresh = machines.mount_overlay(state, host.name)
-        if fresh:
-            machines.first_boot_files(host, [key], dns)
-        else:
-            machines.apply_cloud_config(machines.rootfs(host.name), [key])
-    for host in topology.hosts:
-        device = machines.attach_volume(state, host.name) if host.tier == DB else None
-        machines.start(state, host, device)
-    with ThreadPoolExecutor(len(topology.hosts)) as pool:
+    with step("building the networks and the containment"):
+        network.build_network(state, topology)
+    with step(f"starting the sentinel ({SENTINEL})"):
+        start_sentinel(state)
+    with step(f"preparing {len(names)} machine disks"):
+        for host in topology.hosts:
+            fresh = machines.mount_overlay(state, host.name)
+            if fresh:
+                machines.first_boot_files(host, [key], dns)
+            else:
+                machines.apply_cloud_config(machines.rootfs(host.name), [key])
+    with step(f"starting {len(names)} machines"):
+        for host in topology.hosts:
+            device = machines.attach_volume(state, host.name) if host.tier == DB else None
+            machines.start(state, host, device)
+    with step(f"waiting for {len(names)} machines to boot"), ThreadPoolExecutor(len(names)) as pool:
         booted = dict(
             zip(
                 names,
@@ -125,9 +135,11 @@ def up(rebuild_base: bool = False, apps: int | None = None) -> int:
             )
         )
     state.boot = booted
-    _access(state, topology, key)
-    inventory = _write_inventory(config, state, dns)
-    verify_ssh(inventory)
+    with step("writing known_hosts and the inventory"):
+        _access(state, topology, key)
+        inventory = _write_inventory(config, state, dns)
+    with step("checking ssh through the jump chain"):
+        verify_ssh(inventory)
     state.phase = "up"
     state.save()
     summary = ", ".join(f"{h} {s}" for h, s in booted.items())
@@ -358,39 +370,43 @@ def _our_loops() -> dict[str, str]:
 
 def teardown(state: State, keep_data: bool) -> None:
     """Remove what the lab created: processes, mounts, loop devices, network, files."""
-    machines.stop_all({n: p for n, p in state.pids.items() if not n.startswith("sentinel-")})
-    for name, pid in state.pids.items():
-        if name.startswith("sentinel-") and machines.pid_alive(pid, "http.server"):
-            os.kill(pid, signal.SIGTERM)
-    left = machines.kill_strays()
-    if left:
-        log(f"processes that would not die: {left}")
-    for mount in sorted(set(state.mounts) | set(_our_mounts()), reverse=True):
-        if machines.is_mounted(Path(mount)) and run(["umount", mount], check=False).returncode != 0:
-            run(["umount", "-l", mount])
-    for device in sorted(set(state.loops) | set(_our_loops())):
-        run(["losetup", "-d", device], check=False)
-    machines.remove_cgroups(state.cgroups)
-    extra_ns = [n for n in _netns_names() if _OUR_NETNS.match(n)]
-    state.root_links = sorted(
-        set(state.root_links)
-        | {INTERNET_BRIDGE}
-        | {
-            ln.split()[0].split("@")[0]
-            for ln in run(["ip", "-br", "link"]).stdout.splitlines()
-            if ln.startswith(ROOT_VETH_PREFIX)
-        }
-    )
-    state.nft_table = NFT_TABLE
-    network.teardown_network(state, extra_ns)
-    if keep_data:
-        for entry in RUN_DIR.glob("*/work"):
-            shutil.rmtree(entry, ignore_errors=True)
-    elif RUN_DIR.exists():
-        shutil.rmtree(RUN_DIR)
-        with contextlib.suppress(OSError):
-            RUN_DIR.parent.rmdir()  # /var/lib/tierwall, when nothing else of ours is in it
-    (RUN_DIR / "state.json").unlink(missing_ok=True)
+    with step("stopping the machines and the sentinel"):
+        machines.stop_all({n: p for n, p in state.pids.items() if not n.startswith("sentinel-")})
+        for name, pid in state.pids.items():
+            if name.startswith("sentinel-") and machines.pid_alive(pid, "http.server"):
+                os.kill(pid, signal.SIGTERM)
+        left = machines.kill_strays()
+        if left:
+            log(f"processes that would not die: {left}")
+    with step("unmounting the disks and detaching the volume"):
+        for mount in sorted(set(state.mounts) | set(_our_mounts()), reverse=True):
+            if machines.is_mounted(Path(mount)) and run(["umount", mount], check=False).returncode != 0:
+                run(["umount", "-l", mount])
+        for device in sorted(set(state.loops) | set(_our_loops())):
+            run(["losetup", "-d", device], check=False)
+        machines.remove_cgroups(state.cgroups)
+    with step("removing the networks and the containment"):
+        extra_ns = [n for n in _netns_names() if _OUR_NETNS.match(n)]
+        state.root_links = sorted(
+            set(state.root_links)
+            | {INTERNET_BRIDGE}
+            | {
+                ln.split()[0].split("@")[0]
+                for ln in run(["ip", "-br", "link"]).stdout.splitlines()
+                if ln.startswith(ROOT_VETH_PREFIX)
+            }
+        )
+        state.nft_table = NFT_TABLE
+        network.teardown_network(state, extra_ns)
+    with step("removing the lab's files" + (" (keeping machine disks and volume)" if keep_data else "")):
+        if keep_data:
+            for entry in RUN_DIR.glob("*/work"):
+                shutil.rmtree(entry, ignore_errors=True)
+        elif RUN_DIR.exists():
+            shutil.rmtree(RUN_DIR)
+            with contextlib.suppress(OSError):
+                RUN_DIR.parent.rmdir()  # /var/lib/tierwall, when nothing else of ours is in it
+        (RUN_DIR / "state.json").unlink(missing_ok=True)
     for leftover in (SWITCH_NS, SENTINEL_NS):
         if network.netns_exists(leftover):
             raise LabError(f"could not remove namespace {leftover}")
