@@ -1,19 +1,24 @@
-"""The stack config, read whole from the Pulumi runtime and validated before any resource exists.
+"""The stack config, read through Pulumi's public API and validated before any resource exists.
 
-``pulumi.Config`` only answers for the keys it is asked about, so it can never notice a misspelt
-key (``tierwall:appCont: 3`` would silently fall back to the default). The program therefore reads
-the engine's entire config bag and hands it to the same validation ``tierwall check-config`` runs.
+Every key tierwall knows is read with ``pulumi.Config("tierwall")``. That API only answers for the
+keys it is asked about, so it can never notice a misspelt one (``tierwall:appCont: 3`` would
+silently fall back to the default): the names of all keys the stack sets come from the whole config
+map the CLI hands the program. Both go to the same validation ``tierwall check-config`` runs.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Any
 
 import pulumi
-import pulumi.runtime.config as runtime_config
 
-from tierwall.config import ConfigError, StackConfig, from_pulumi_values
+from tierwall.config import KEYS, NAMESPACE, ConfigError, StackConfig, from_pulumi_values
+
+# The Pulumi CLI's Python language host hands the program its whole stack config (project defaults
+# merged in) as a JSON object in this variable; pulumi.runtime.get_config_env() is the SDK's public
+# reader of it, and pulumi.Config falls back to it too.
+ENGINE_CONFIG_VARIABLE = "PULUMI_CONFIG"
 
 # The stack name ends up in Hetzner server names (RFC 1123 hostnames, at most 63 characters) and in
 # label values. 32 characters leave room for the longest name we derive
@@ -36,15 +41,33 @@ class StackConfigRefused(pulumi.RunError):
         )
 
 
-def engine_config_values() -> dict[str, Any]:
-    """Every config value the engine gives this run, keyed ``namespace:key``.
+def stack_config_values(stack: str) -> dict[str, str]:
+    """The ``tierwall:`` values of this run, keyed ``tierwall:<key>``, as the engine passes them.
 
-    The CLI's Python language host passes the whole stack config as JSON in ``PULUMI_CONFIG``; the
-    Automation API and the unit tests' mocks set the runtime's config map instead. Both are read.
+    Known keys are read with ``pulumi.Config.get`` rather than ``require``: ``require`` stops at
+    the first missing key, and the validation reports every problem at once. Every other key of the
+    namespace is taken from the whole map, so that the validation can name it as unknown.
     """
-    values: dict[str, Any] = dict(pulumi.runtime.get_config_env())
-    values.update(runtime_config.CONFIG.get())
+    bag = pulumi.Config(NAMESPACE)
+    values = {f"{NAMESPACE}:{key}": value for key in KEYS if (value := bag.get(key)) is not None}
+    for full_key, value in _whole_config(stack).items():
+        if full_key.startswith(f"{NAMESPACE}:") and full_key not in values:
+            values[full_key] = value
     return values
+
+
+def _whole_config(stack: str) -> dict[str, str]:
+    # No public API lists the keys of an inline Automation API program's config (it arrives by RPC,
+    # not in the environment): refuse to run there rather than skip the unknown-key check.
+    if ENGINE_CONFIG_VARIABLE not in os.environ:
+        raise StackConfigRefused(
+            stack,
+            [
+                f"{ENGINE_CONFIG_VARIABLE} is not set, so unknown {NAMESPACE}: keys cannot be found: "
+                "run the program with the Pulumi CLI (or a local-workspace Automation API stack)"
+            ],
+        )
+    return pulumi.runtime.get_config_env()
 
 
 def load_stack_config(stack: str) -> StackConfig:
@@ -56,7 +79,7 @@ def load_stack_config(stack: str) -> StackConfig:
             "use 1-32 lowercase letters, digits and hyphens (e.g. prod)"
         )
     try:
-        config = from_pulumi_values(engine_config_values(), source=f"stack {stack!r}")
+        config = from_pulumi_values(stack_config_values(stack), source=f"stack {stack!r}")
     except ConfigError as exc:
         raise StackConfigRefused(stack, [*problems, *(str(issue) for issue in exc.issues)]) from None
     if problems:

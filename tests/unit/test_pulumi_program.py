@@ -10,11 +10,14 @@ awaited), and every failure message starts with the URN of the resource at fault
 from __future__ import annotations
 
 import importlib
+import inspect
 import ipaddress
 import json
+import os
 import runpy
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ import pulumi
 import pytest
 import yaml
 from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.resource import all_aliases
 from pulumi_policy import (
     PolicyCustomTimeouts,
     PolicyResource,
@@ -215,13 +219,16 @@ def recording_resources() -> Iterator[list[pulumi.Resource]]:
     """Every resource the program constructs, wherever it sits in the component tree.
 
     Components without a parent are not children of the root stack, so walking the tree from
-    the root would miss them; recording the constructor calls misses nothing.
+    the root would miss them; recording the constructor calls misses nothing. Each resource's
+    options are kept in ``OPTIONS`` (the SDK keeps no parent link to compute aliases from).
     """
     created: list[pulumi.Resource] = []
     original = pulumi.Resource.__init__
+    signature = inspect.signature(original)
 
     def record(self: pulumi.Resource, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
+        OPTIONS[self] = signature.bind(self, *args, **kwargs).arguments.get("opts")
         created.append(self)
 
     pulumi.Resource.__init__ = record  # type: ignore[method-assign]
@@ -231,6 +238,42 @@ def recording_resources() -> Iterator[list[pulumi.Resource]]:
         pulumi.Resource.__init__ = original  # type: ignore[method-assign]
 
 
+OPTIONS: weakref.WeakKeyDictionary[pulumi.Resource, pulumi.ResourceOptions | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class EngineUrnMonitor(MockMonitor):
+    """The mock monitor, with URNs built as the Pulumi engine builds them.
+
+    The engine leaves the root stack's type out of a URN and keeps every other ancestor's type
+    (``tierwall:tier:Database$hcloud:index/server:Server::db-1``); the stock mock prefixes
+    top-level components with ``pulumi:pulumi:Stack$``. Alias URNs, which the SDK derives from
+    the parents' URNs, only compare with real stacks' URNs when the format is the engine's.
+    """
+
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        if parent:
+            qualified = parent.split("::")[2]
+            if qualified != "pulumi:pulumi:Stack":
+                type_ = f"{qualified}${type_}"
+        return "urn:pulumi:" + "::".join([pulumi.get_stack(), pulumi.get_project(), type_, name])
+
+
+@contextmanager
+def engine_config(values: Mapping[str, str]) -> Iterator[None]:
+    """PULUMI_CONFIG holds ``values`` while the block runs, as the CLI's Python language host sets it."""
+    previous = os.environ.get("PULUMI_CONFIG")
+    os.environ["PULUMI_CONFIG"] = json.dumps(values)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["PULUMI_CONFIG"]
+        else:
+            os.environ["PULUMI_CONFIG"] = previous
+
+
 class ProgramRun:
     """One run of infra/pulumi/__main__.py under fresh mocks, a fresh root stack and its config."""
 
@@ -238,7 +281,7 @@ class ProgramRun:
         self.config = dict(config)
         self.stack = stack
         self.mocks = HetznerMocks()
-        self.monitor = MockMonitor(self.mocks)
+        self.monitor = EngineUrnMonitor(self.mocks)
         self.created: list[pulumi.Resource] = []
         self.outputs: dict[str, Any] = {}
 
@@ -249,8 +292,10 @@ class ProgramRun:
         pulumi.runtime.set_mocks(
             self.mocks, project="tierwall", stack=self.stack, preview=False, monitor=self.monitor
         )
-        pulumi.runtime.set_all_config(engine_values(self.config))
-        with recording_resources() as created:
+        # The config arrives as the Pulumi CLI passes it: the whole map in PULUMI_CONFIG, nothing
+        # set in the runtime's own map (which a previous test may have filled).
+        pulumi.runtime.set_all_config({})
+        with recording_resources() as created, engine_config(engine_values(self.config)):
             # runpy executes __main__.py afresh on every run (an import would be cached), with the
             # program's folder on sys.path as the Pulumi CLI's Python executor does.
             runpy.run_path(str(PROGRAM_DIR), run_name="__main__")
@@ -287,7 +332,7 @@ class ProgramRun:
 
 @pytest.fixture(autouse=True)
 def _no_engine_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The program also reads PULUMI_CONFIG (the CLI's channel); a stray one must not leak in."""
+    """The program reads PULUMI_CONFIG (the CLI's channel); a stray one must not leak in."""
     monkeypatch.delenv("PULUMI_CONFIG", raising=False)
 
 
@@ -736,6 +781,31 @@ def test_invalid_config_stops_the_program_before_any_resource(override: dict[str
     assert run.monitor.get_registered_resources() == {}
 
 
+def test_without_the_clis_whole_config_map_the_program_refuses() -> None:
+    """Config set only in the runtime's map (an inline Automation API program) is not enough.
+
+    Unknown keys can only be found in the whole map the CLI passes in PULUMI_CONFIG; without it the
+    program stops before any resource rather than deploy with the unknown-key check skipped.
+    """
+    run = ProgramRun(stack_config(appCont=3))
+
+    @pulumi.runtime.test
+    def deploy() -> None:
+        pulumi.runtime.reset_options(project="tierwall", stack=STACK, preview=False)
+        pulumi.runtime.set_mocks(
+            run.mocks, project="tierwall", stack=STACK, preview=False, monitor=run.monitor
+        )
+        pulumi.runtime.set_all_config(engine_values(run.config))
+        try:
+            runpy.run_path(str(PROGRAM_DIR), run_name="__main__")
+        finally:
+            pulumi.runtime.set_all_config({})
+
+    with pytest.raises(pulumi.RunError, match="PULUMI_CONFIG is not set"):
+        deploy()
+    assert run.monitor.get_registered_resources() == {}
+
+
 def test_a_stack_name_hetzner_cannot_use_is_refused() -> None:
     """The stack name becomes part of server names and label values: refused before any resource."""
     run = ProgramRun(stack_config(), stack="Prod_EU")
@@ -807,3 +877,173 @@ def test_the_programs_graph_passes_every_policy(app_count: int) -> pulumi.Output
         assert violations == [], "\n".join(violations)
 
     return run.check(check)
+
+
+# -- resource identity: child names, aliases, type renames -----------------------------------------
+
+# The URNs of a prod stack (two app servers) deployed before children were named from their
+# component. Every one must stay in the program's graph, as a URN or as an alias of one: anything
+# else is a resource `pulumi up` would create anew and delete (the db server and volume included).
+DEPLOYED_URNS = (
+    "urn:pulumi:prod::tierwall::tierwall:access:OperatorKeys::operators",
+    "urn:pulumi:prod::tierwall::tierwall:tier:App::app",
+    "urn:pulumi:prod::tierwall::tierwall:tier:Database::db",
+    "urn:pulumi:prod::tierwall::tierwall:tier:Networks::networks",
+    "urn:pulumi:prod::tierwall::tierwall:tier:Proxy::proxy",
+    "urn:pulumi:prod::tierwall::tierwall:access:OperatorKeys$hcloud:index/sshKey:SshKey::operator-1",
+    "urn:pulumi:prod::tierwall::tierwall:access:OperatorKeys$hcloud:index/sshKey:SshKey::operator-2",
+    "urn:pulumi:prod::tierwall::tierwall:tier:App$hcloud:index/placementGroup:PlacementGroup::app",
+    "urn:pulumi:prod::tierwall::tierwall:tier:App$hcloud:index/server:Server::app-1",
+    "urn:pulumi:prod::tierwall::tierwall:tier:App$hcloud:index/server:Server::app-2",
+    "urn:pulumi:prod::tierwall::tierwall:tier:Database$hcloud:index/server:Server::db-1",
+    "urn:pulumi:prod::tierwall::tierwall:tier:Database$hcloud:index/volume:Volume::db-1-data",
+    "urn:pulumi:prod::tierwall::tierwall:tier:Database$hcloud:index/volumeAttachment:VolumeAttachment::db-1-data",
+    "urn:pulumi:prod::tierwall::tierwall:tier:Networks$hcloud:index/network:Network::backend",
+    "urn:pulumi:prod::tierwall::tierwall:tier:Networks$hcloud:index/network:Network::frontend",
+    "urn:pulumi:prod::tierwall::tierwall:tier:Networks$hcloud:index/networkSubnet:NetworkSubnet::backend-subnet",
+    "urn:pulumi:prod::tierwall::tierwall:tier:Networks$hcloud:index/networkSubnet:NetworkSubnet::frontend-subnet",
+    "urn:pulumi:prod::tierwall::tierwall:tier:Proxy$hcloud:index/firewall:Firewall::proxy-public",
+    "urn:pulumi:prod::tierwall::tierwall:tier:Proxy$hcloud:index/placementGroup:PlacementGroup::proxy",
+    "urn:pulumi:prod::tierwall::tierwall:tier:Proxy$hcloud:index/server:Server::proxy-1",
+)
+DB_CHILD_URNS = tuple(u for u in DEPLOYED_URNS if "tierwall:tier:Database$" in u)
+
+
+def _program_module(name: str) -> ModuleType:
+    """A module of infra/pulumi, the same object the program's own imports get (sys.modules)."""
+    sys.path.insert(0, str(PROGRAM_DIR))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(PROGRAM_DIR))
+
+
+def _alias_urns(resource: pulumi.Resource) -> pulumi.Output[list[str]]:
+    """The alias URNs the SDK derives for ``resource``: its own and those inherited from its parent.
+
+    This is pulumi.runtime.resource.all_aliases, the SDK's rule (a child named ``<parent>-x`` follows
+    a renamed parent; a retyped parent carries its children along), applied to engine-format URNs.
+    """
+    opts = OPTIONS.get(resource) or pulumi.ResourceOptions()
+    urns = all_aliases(opts.aliases, resource._name, resource._type, opts.parent)
+    return pulumi.Output.all(*urns)
+
+
+def _urns_and_aliases(resources: list[pulumi.Resource]) -> pulumi.Output[list[Any]]:
+    return pulumi.Output.all(
+        pulumi.Output.all(*(r.urn for r in resources)), *(_alias_urns(r) for r in resources)
+    )
+
+
+@pulumi.runtime.test
+def test_a_deployed_stack_keeps_every_resource() -> pulumi.Output[None]:
+    """Every URN of a stack deployed before this naming rule is a URN or an alias of the graph.
+
+    The db's children keep their URNs outright; networks, subnets and the keys' component are
+    kept by aliases. No alias is claimed twice (the engine refuses that). What this does not prove:
+    the engine's own matching against a state file, which needs the Pulumi CLI.
+    """
+    run = ProgramRun(stack_config(appCount=2)).execute()
+
+    def check(values: list[Any]) -> None:
+        urns, *aliases = values
+        claimed = [alias for group in aliases for alias in group]
+        assert len(claimed) == len(set(claimed)), f"an alias is claimed twice: {sorted(claimed)}"
+        lost = sorted(set(DEPLOYED_URNS) - set(urns) - set(claimed))
+        assert not lost, "resources pulumi up would replace:\n" + "\n".join(lost)
+        renamed = sorted(set(DB_CHILD_URNS) - set(urns))
+        assert not renamed, f"db children no longer under their own URNs: {renamed}"
+
+    return _urns_and_aliases(run.created).apply(check)
+
+
+@pytest.mark.parametrize(
+    ("previous_types", "kept"),
+    [pytest.param(("tierwall:tier:Database",), True, id="alias"), pytest.param((), False, id="no-alias")],
+)
+def test_renaming_the_db_tiers_type_keeps_its_server_and_volume(
+    monkeypatch: pytest.MonkeyPatch, previous_types: tuple[str, ...], kept: bool
+) -> None:
+    """A new type token for the db tier, with its old one in PREVIOUS_TYPES, keeps server and volume.
+
+    The renamed component's children get new URNs (``tierwall:tier:PostgresDatabase$...``); with
+    the alias, the URNs the SDK derives for them include every old db child URN, which is what the
+    engine looks up in the state. Without it (the control case) none does: a rename would replace
+    the delete-protected server and volume. It does not run the engine's state lookup itself.
+    """
+    db_tier = _program_module("db_tier")
+    renamed = type(
+        "RenamedDatabaseTier",
+        (db_tier.DatabaseTier,),
+        {"TYPE": "tierwall:tier:PostgresDatabase", "PREVIOUS_TYPES": previous_types},
+    )
+    monkeypatch.setattr(db_tier, "DatabaseTier", renamed)
+
+    def check(values: list[Any]) -> None:
+        urns, *aliases = values
+        assert len(urns) == len(DB_CHILD_URNS), f"db children: {urns}"
+        assert not set(urns) & set(DB_CHILD_URNS), f"the new type left URNs unchanged: {urns}"
+        claimed = {alias for group in aliases for alias in group}
+        if kept:
+            missing = sorted(set(DB_CHILD_URNS) - claimed)
+            assert not missing, f"{urns}: no alias to {missing}"
+        else:
+            assert not set(DB_CHILD_URNS) & claimed, f"{urns}: aliased without PREVIOUS_TYPES"
+
+    @pulumi.runtime.test
+    def deploy() -> pulumi.Output[None]:
+        run = ProgramRun(stack_config()).execute()
+        children = [r for r in run.created if getattr(OPTIONS.get(r), "parent", None).__class__ is renamed]
+        return _urns_and_aliases(children).apply(check)
+
+    deploy()
+
+
+def _declare_twice(component: str, topology: Topology) -> None:
+    """Two instances, ``blue`` and ``green``, of one of the program's components."""
+    network_tier, host_server = _program_module("network_tier"), _program_module("host_server")
+    networks = network_tier.Networks("shared", network_tier.NetworksArgs(stack=STACK, topology=topology))
+    common = host_server.ServerCommon(STACK, "fsn1", "debian-12", [], "#cloud-config\n")
+    for name in ("blue", "green"):
+        if component == "networks":
+            network_tier.Networks(name, network_tier.NetworksArgs(stack=STACK, topology=topology))
+        elif component == "operator-keys":
+            keys = _program_module("operator_keys")
+            keys.OperatorKeys(name, keys.OperatorKeysArgs(stack=STACK, public_keys=KEYS))
+        elif component == "proxy":
+            proxy = _program_module("proxy_tier")
+            args = proxy.ProxyTierArgs(
+                topology.hosts_in(PROXY), topology, common, "cx23", ADMIN_CIDRS, networks.subnets
+            )
+            proxy.ProxyTier(name, args)
+        elif component == "app":
+            app = _program_module("app_tier")
+            app.AppTier(name, app.AppTierArgs(topology.hosts_in(APP), common, "cx23", networks.subnets))
+        else:
+            db = _program_module("db_tier")
+            args = db.DatabaseTierArgs(topology.hosts_in(DB), common, "cx23", 10, networks.subnets)
+            db.DatabaseTier(name, args)
+
+
+@pytest.mark.parametrize("component", ["networks", "operator-keys", "proxy", "app", "db"])
+@pulumi.runtime.test
+def test_two_instances_of_a_component_never_collide(component: str) -> pulumi.Output[None]:
+    """Children are named from their component's name: no URN and no Hetzner name is used twice."""
+    mocks = HetznerMocks()
+    monitor = EngineUrnMonitor(mocks)
+    pulumi.runtime.reset_options(project="tierwall", stack=STACK, preview=False)
+    pulumi.runtime.set_mocks(mocks, project="tierwall", stack=STACK, preview=False, monitor=monitor)
+    with recording_resources() as created:
+        _declare_twice(component, build_topology(app_count=2))
+    custom = [r for r in created if isinstance(r, pulumi.CustomResource)]
+
+    def check(urns: list[str]) -> None:
+        instances = [u for u in urns if u.rsplit("::", 1)[-1].startswith(("blue", "green"))]
+        assert instances, f"{component}: no child named from its component: {urns}"
+        assert len(urns) == len(set(urns)), f"{component}: URN used twice: {sorted(urns)}"
+        registered = monitor.get_registered_resources()
+        names = [mocks.inputs_by_id[registered[u].id].get("name") for u in urns]
+        hetzner = [n for n in names if n]
+        assert len(hetzner) == len(set(hetzner)), f"{component}: Hetzner name used twice: {sorted(hetzner)}"
+
+    return pulumi.Output.all(*(r.urn for r in custom)).apply(check)
