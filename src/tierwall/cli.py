@@ -75,42 +75,60 @@ def _topology(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from tierwall.audit.controls import ControlsError, load_controls
     from tierwall.audit.junit import JUnitError, read_junit
-    from tierwall.audit.report import AuditError, evaluate, load_segregation, render
+    from tierwall.audit.report import AuditError, evaluate
 
     try:
         controls = load_controls(args.controls)
         run = read_junit([Path(p) for p in args.junit])
-        statuses = evaluate(controls, run, partial=args.partial)
+        target = args.target or run.properties.get("target", "unknown")
+        statuses = evaluate(controls, run, target=target, partial=args.partial)
     except (ControlsError, JUnitError, AuditError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    segregation = load_segregation(Path(args.segregation) if args.segregation else None)
-    html, markdown = render(statuses, run, Path(args.output), segregation, args.target)
-    counts = {k: sum(s.status == k for s in statuses) for k in ("passed", "failed", "not reviewed")}
-    failed = [s.control.id for s in statuses if s.status == "failed"]
-    violations = segregation["violations"] if segregation else 0
-    ok = not failed and not violations
+    return _print_audit(args, _audit_report(args, statuses, run, target))
+
+
+def _audit_report(args: argparse.Namespace, statuses: list, run, target: str):
+    """The report with its provenance: the commit, the work tree's state, the hash of every input."""
+    from tierwall.audit import provenance
+    from tierwall.audit.report import Report, load_segregation
+
+    segregation_file = Path(args.segregation) if args.segregation else None
+    segregation = load_segregation(segregation_file)
+    inputs = [("controls", Path(args.controls))] + [("junit", Path(p)) for p in args.junit]
+    if segregation is not None and segregation_file is not None:
+        inputs.append(("segregation", segregation_file))
+    origin = provenance.collect(Path(args.repo), inputs, run.commits())
+    return Report(statuses, run, target, args.partial, origin, segregation)
+
+
+def _print_audit(args: argparse.Namespace, report) -> int:
+    from tierwall.audit.report import FAILED, render
+
+    files = render(report, Path(args.output))
     elapsed = ""
     if args.started:
         seconds = int(time.time() - args.started)
         elapsed = f" in {seconds // 60}m{seconds % 60:02d}s"
-    target = args.target or run.properties.get("target", "unknown")
-    print(f"tierwall audit: {'PASSED' if ok else 'FAILED'}{elapsed}")
-    print(f"  target:   {target} (git {run.properties.get('git_sha', 'unknown')[:12]})")
-    if segregation:
+    origin = report.provenance
+    print(f"tierwall audit: {report.verdict.upper()}{elapsed}")
+    for warning in origin.warnings():
+        print(f"  WARNING:  report {warning}")
+    tree = "modified work tree" if origin.modified else "clean work tree"
+    print(f"  target:   {report.target} (git {origin.commit[:12]}, {tree})")
+    if report.segregation:
+        segregation = report.segregation
         print(f"  hosts:    {', '.join(segregation['endpoints'])}")
         print(
             f"  flows:    {segregation['declared_connected']} declared flow attempts connected, "
-            f"{violations} violation(s) in {segregation['probes']} connection attempts"
+            f"{report.violations} violation(s) in {segregation['probes']} connection attempts"
         )
-    print(
-        f"  controls: {counts['passed']} passed, {counts['failed']} failed, "
-        f"{counts['not reviewed']} not reviewed"
-        + (f" (failed: {', '.join(failed)})" if failed else "")
-    )
-    print(f"  tests:    {len(run.results)} read")
-    print(f"  report:   {html} (and {markdown.name})")
-    return 0 if ok else 1
+    counts = ", ".join(f"{n} {status}" for status, n in report.counts.items())
+    failures = f" (failing the verdict: {', '.join(report.failures)})" if report.failures else ""
+    print(f"  controls: {counts}{failures}")
+    print(f"  tests:    {len(report.run.results)} read")
+    print(f"  report:   {files.html} (and {files.markdown.name}, {files.hdf.name})")
+    return 1 if report.verdict == FAILED else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,12 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--partial",
         action="store_true",
-        help="only some suites ran (e.g. against production): unproved controls are 'not reviewed'",
+        help="only some suites ran (e.g. against a Hetzner stack): a TEST control without a test is "
+        "'not proved' instead of an error, and outside the lab unproved controls do not fail the verdict",
     )
     audit.add_argument(
         "--started", type=float, metavar="EPOCH", help="when the job started, for its duration"
     )
     audit.add_argument("-o", "--output", default=str(LAB_DIR / "reports"), metavar="DIR")
+    audit.add_argument(
+        "--repo",
+        default=str(REPO),
+        metavar="DIR",
+        help="the git work tree whose commit and state the report records",
+    )
     audit.set_defaults(func=_audit)
 
     register_lab(sub)

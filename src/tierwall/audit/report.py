@@ -1,4 +1,4 @@
-"""Render the audit report: each control's status from the last run's evidence, as HTML and Markdown."""
+"""Each control's status from a run's evidence, and the report as HTML, Markdown and HDF JSON."""
 
 from __future__ import annotations
 
@@ -12,9 +12,16 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from tierwall.audit.controls import Control
-from tierwall.audit.junit import FAILED, PASSED, SKIPPED, Run, TestResult
+from tierwall.audit.junit import ERROR, FAILED, PASSED, SKIPPED, Run, TestResult
+from tierwall.audit.layers import EVIDENCE_LAYERS, LIVE, requires_live
+from tierwall.audit.provenance import Provenance
 
-NOT_REVIEWED = "not reviewed"
+LAB = "lab"
+NOT_PROVED = "not proved"
+CODE_ONLY = "proved in code only"
+MANUAL = "manual"
+STATUSES = (PASSED, CODE_ONLY, FAILED, NOT_PROVED, MANUAL)
+INCOMPLETE = "incomplete"  # a verdict: nothing failed, but not everything was proved on the target
 
 
 class AuditError(ValueError):
@@ -24,17 +31,36 @@ class AuditError(ValueError):
 @dataclass(frozen=True)
 class ControlStatus:
     control: Control
-    status: str  # passed | failed | not reviewed
+    status: str  # one of STATUSES
     tests: tuple[TestResult, ...]
     note: str
 
+    @property
+    def layers_proved(self) -> tuple[str, ...]:
+        """Layers at which at least one test of this control ran and passed."""
+        passed = {t.layer for t in self.tests if t.outcome == PASSED}
+        return tuple(layer for layer in EVIDENCE_LAYERS if layer in passed)
 
-def evaluate(controls: tuple[Control, ...], run: Run, partial: bool = False) -> list[ControlStatus]:
+
+def evaluate(
+    controls: tuple[Control, ...], run: Run, target: str = LAB, partial: bool = False
+) -> list[ControlStatus]:
     """Each control's status. Refuses a matrix and a run that do not fit together.
 
     ``partial``: a run of only some suites (e.g. against production, where the lab's own suites
-    cannot run); a TEST control no test of the run proves is then "not reviewed", not an error.
+    cannot run); a TEST control no test of the run proves is then "not proved", not an error.
     """
+    _refuse_unknown_controls(controls, run)
+    untested = [c.id for c in controls if c.automated and not run.for_control(c.id)]
+    if untested and not partial:
+        raise AuditError(
+            f"control(s) {untested} are method TEST but no test in this run carries "
+            "@pytest.mark.control for them: write the test, or run the suite that holds it"
+        )
+    return [_status(control, tuple(run.for_control(control.id)), target) for control in controls]
+
+
+def _refuse_unknown_controls(controls: tuple[Control, ...], run: Run) -> None:
     known = {c.id for c in controls}
     unknown = sorted({cid for r in run.results for cid in r.controls} - known)
     if unknown:
@@ -43,35 +69,77 @@ def evaluate(controls: tuple[Control, ...], run: Run, partial: bool = False) -> 
             f"tests name unknown control(s) {unknown} (e.g. {users[0]}): add them to audit/controls.yaml "
             "or fix the marker"
         )
-    untested = [c.id for c in controls if c.automated and not run.for_control(c.id)]
-    if untested and not partial:
-        raise AuditError(
-            f"control(s) {untested} are method TEST but no test in this run carries "
-            "@pytest.mark.control for them: write the test, or run the suite that holds it"
+
+
+def _status(control: Control, tests: tuple[TestResult, ...], target: str) -> ControlStatus:
+    if not control.automated:
+        return ControlStatus(control, MANUAL, tests, f"{control.method}: {control.reason}")
+    if not tests:
+        return ControlStatus(control, NOT_PROVED, tests, "no test of this run proves it")
+    broken = [t for t in tests if t.outcome in (FAILED, ERROR)]
+    if broken:
+        return ControlStatus(control, FAILED, tests, f"{len(broken)} of {len(tests)} test(s) failed")
+    skipped = [t for t in tests if t.outcome == SKIPPED]
+    if skipped:
+        # A skipped test checked nothing; the tests that passed beside it do not cover its part.
+        reasons = "; ".join(sorted({t.message for t in skipped if t.message})) or "no reason given"
+        note = f"{len(skipped)} of {len(tests)} test(s) skipped, so not every check ran: {reasons}"
+        return ControlStatus(control, NOT_PROVED, tests, note)
+    return _status_of_passing(control, tests, target)
+
+
+def _status_of_passing(control: Control, tests: tuple[TestResult, ...], target: str) -> ControlStatus:
+    layers = sorted({t.layer for t in tests}, key=EVIDENCE_LAYERS.index)
+    proved = f"{len(tests)} test(s) passed at layer(s) {', '.join(layers)}"
+    if LIVE in layers:
+        return ControlStatus(control, PASSED, tests, proved)
+    if target != LAB:
+        # Mocks and rendered files say what the code would build, not what runs on this target.
+        return ControlStatus(
+            control, CODE_ONLY, tests, f"{proved}; no test of this run checked the hosts of {target}"
         )
-    statuses = []
-    for control in controls:
-        tests = tuple(run.for_control(control.id))
-        if not control.automated:
-            statuses.append(
-                ControlStatus(control, NOT_REVIEWED, tests, f"{control.method}: {control.reason}")
-            )
-            continue
-        if not tests:
-            statuses.append(ControlStatus(control, NOT_REVIEWED, tests, "no test of this run proves it"))
-            continue
-        outcomes = {t.outcome for t in tests}
-        if FAILED in outcomes:
-            failed = sum(1 for t in tests if t.outcome == FAILED)
-            statuses.append(ControlStatus(control, FAILED, tests, f"{failed} of {len(tests)} test(s) failed"))
-        elif PASSED in outcomes:
-            skipped = sum(1 for t in tests if t.outcome == SKIPPED)
-            note = f"{len(tests) - skipped} test(s) passed" + (f", {skipped} skipped" if skipped else "")
-            statuses.append(ControlStatus(control, PASSED, tests, note))
-        else:
-            reasons = "; ".join(sorted({t.message for t in tests if t.message}))
-            statuses.append(ControlStatus(control, NOT_REVIEWED, tests, f"all tests skipped: {reasons}"))
-    return statuses
+    if requires_live(control.layers):
+        return ControlStatus(
+            control, NOT_PROVED, tests, f"{proved}; the control needs a live test and none ran"
+        )
+    return ControlStatus(control, PASSED, tests, proved)
+
+
+@dataclass(frozen=True)
+class Report:
+    statuses: list[ControlStatus]
+    run: Run
+    target: str
+    partial: bool
+    provenance: Provenance
+    segregation: dict[str, Any] | None = None
+
+    @property
+    def strict(self) -> bool:
+        """The lab run is the full proof: there, a control left unproved fails the verdict."""
+        return self.target == LAB or not self.partial
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {s: sum(1 for c in self.statuses if c.status == s) for s in STATUSES}
+
+    @property
+    def failures(self) -> list[str]:
+        """The controls that make the verdict fail."""
+        failing = {FAILED, NOT_PROVED} if self.strict else {FAILED}
+        return [s.control.id for s in self.statuses if s.status in failing]
+
+    @property
+    def violations(self) -> int:
+        return self.segregation["violations"] if self.segregation else 0
+
+    @property
+    def verdict(self) -> str:
+        if self.failures or self.violations:
+            return FAILED
+        if any(s.status in (NOT_PROVED, CODE_ONLY) for s in self.statuses):
+            return INCOMPLETE
+        return PASSED
 
 
 def load_segregation(path: Path | None) -> dict[str, Any] | None:
@@ -105,33 +173,39 @@ def load_segregation(path: Path | None) -> dict[str, Any] | None:
     }
 
 
-def render(
-    statuses: list[ControlStatus],
-    run: Run,
-    out_dir: Path,
-    segregation: dict[str, Any] | None = None,
-    target: str | None = None,
-) -> tuple[Path, Path]:
+@dataclass(frozen=True)
+class ReportFiles:
+    html: Path
+    markdown: Path
+    hdf: Path
+
+
+def render(report: Report, out_dir: Path) -> ReportFiles:
+    from tierwall.audit.hdf import to_hdf
+
     env = Environment(
         loader=PackageLoader("tierwall.audit", "templates"),
         autoescape=select_autoescape(["html"]),
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    counts = {s: sum(1 for c in statuses if c.status == s) for s in (PASSED, FAILED, NOT_REVIEWED)}
+    rendered = datetime.now(UTC).isoformat(timespec="seconds")
     context = {
-        "statuses": statuses,
-        "counts": counts,
-        "run": run.properties,
-        "target": target or run.properties.get("target", "unknown"),
-        "tests": len(run.results),
-        "rendered": datetime.now(UTC).isoformat(timespec="seconds"),
-        "segregation": segregation,
-        "verdict": FAILED if counts[FAILED] or (segregation and segregation["violations"]) else PASSED,
+        "report": report,
+        "statuses": report.statuses,
+        "counts": report.counts,
+        "run": report.run.properties,
+        "target": report.target,
+        "tests": len(report.run.results),
+        "rendered": rendered,
+        "segregation": report.segregation,
+        "verdict": report.verdict,
+        "provenance": report.provenance,
+        "warnings": report.provenance.warnings(),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    html = out_dir / "report.html"
-    markdown = out_dir / "report.md"
-    html.write_text(env.get_template("report.html.j2").render(**context))
-    markdown.write_text(env.get_template("report.md.j2").render(**context))
-    return html, markdown
+    files = ReportFiles(out_dir / "report.html", out_dir / "report.md", out_dir / "report.hdf.json")
+    files.html.write_text(env.get_template("report.html.j2").render(**context))
+    files.markdown.write_text(env.get_template("report.md.j2").render(**context))
+    files.hdf.write_text(json.dumps(to_hdf(report, rendered), indent=2) + "\n")
+    return files
