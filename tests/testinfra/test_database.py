@@ -1,4 +1,4 @@
-"""The database tier's promises, checked live (issue 6): encrypted at rest with the key off the
+"""The database tier's promises, checked live: encrypted at rest with the key off the
 host, TLS-only scram access for the app servers alone, least privilege and pseudonymisation,
 audit logging, retention.
 

@@ -1,4 +1,4 @@
-"""The public edge, checked live as the internet sees it (issue 5).
+"""The public edge, checked live as the internet sees it.
 
 Run against the lab after `tierwall lab up` and a converge (or against a stack, with
 TIERWALL_INVENTORY pointing at its inventory). "The internet" is the lab's sentinel host: every

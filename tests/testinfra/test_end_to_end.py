@@ -1,4 +1,4 @@
-"""The whole path, as the issue promises it: internet -> proxy -> app -> PostgreSQL and back (issue 7).
+"""The whole path, as the platform promises it: internet -> proxy -> app -> PostgreSQL and back.
 
 "The internet" is the lab's sentinel host: every request runs inside its network namespace with
 curl, over HTTPS to the proxy's public address, trusting exactly the lab's CA, with the API token

@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 ANSIBLE = REPO / "ansible"
 ROLES = sorted(p for p in (ANSIBLE / "roles").iterdir() if (p / "tasks" / "main.yml").exists())
 VENV_BIN = REPO / ".venv" / "bin"
-# The roles of issue 4 (base, firewall, egress); the template-header rule is enforced on these.
+# The base every host runs (common, firewall) and the two egress proxies; the template-header rule
+# is enforced on these.
 BASE_ROLES = [r for r in ROLES if r.name in ("common", "firewall", "egress_proxy", "apt_proxy")]
 
 
