@@ -13,6 +13,7 @@ inventory the tests are collected and skipped with the reason.
 
 from __future__ import annotations
 
+import configparser
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -101,11 +102,26 @@ def inventory(request: pytest.FixtureRequest) -> Inventory:
 _HOSTS: dict[str, Any] = {}
 
 
+def _ensure_control_dir() -> None:
+    """testinfra multiplexes its SSH commands over one master connection per host only when the
+    control directory of ansible.cfg's [persistent_connection] exists; otherwise each command
+    would open a new connection through the whole jump chain (three handshakes for a db)."""
+    config_file = os.environ.get("ANSIBLE_CONFIG")
+    if not config_file:
+        return
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(config_file)
+    directory = parser.get("persistent_connection", "control_path_dir", fallback="")
+    if directory:
+        Path(directory).expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
 def connect(inventory: Inventory, name: str) -> Any:
     """A testinfra host for inventory host ``name`` (one connection per host per session)."""
     import testinfra
 
     if name not in _HOSTS:
+        _ensure_control_dir()
         _HOSTS[name] = testinfra.get_host(f"ansible://{name}", ansible_inventory=str(inventory.path))
     return _HOSTS[name]
 
