@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from tierwall.config import ConfigError, load_stack_file
+from tierwall.deploy import register as register_deploy
 from tierwall.errors import report
 from tierwall.inventory import (
     Access,
@@ -22,6 +23,7 @@ from tierwall.inventory import (
 )
 from tierwall.lab.cli import register as register_lab
 from tierwall.paths import LAB_DIR, REPO
+from tierwall.ssh_config import register as register_ssh_config
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -179,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=_audit)
 
     register_lab(sub)
+    register_deploy(sub)
+    register_ssh_config(sub)
     return parser
 
 
