@@ -93,9 +93,7 @@ def test_db_goes_through_the_proxy_then_the_first_app_server(inventory: Path, tm
 
 
 @needs_ssh
-def test_the_proxy_is_reached_directly_and_an_app_server_through_it(
-    inventory: Path, tmp_path: Path
-) -> None:
+def test_the_proxy_is_reached_directly_and_an_app_server_through_it(inventory: Path, tmp_path: Path) -> None:
     config = ssh_config(tmp_path, "--inventory", str(inventory))
     proxy = resolved(config, "proxy-1")
     assert proxy["hostname"] == "203.0.113.10"
