@@ -13,15 +13,21 @@ import json
 import os
 import shutil
 import stat
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from tierwall import cli
+from tierwall.labels import STACK_LABEL, TIER_LABEL
+from tierwall.topology import TIERS
 
 OUTPUTS = Path(__file__).parent / "fixtures" / "stack-outputs.json"
-EXAMPLE_STACK = Path(__file__).parents[2] / "Pulumi.example.yaml"
+REPO = Path(__file__).parents[2]
+EXAMPLE_STACK = REPO / "Pulumi.example.yaml"
+HCLOUD_EXAMPLE = REPO / "docs" / "operations" / "prod.hcloud.yml"
 STACK = "prod"
 
 STAND_IN = """\
@@ -236,3 +242,93 @@ def test_any_other_answer_stops_after_the_preview(
     assert deploy(workdir) == 1
     assert commands_run(workdir) == PULUMI[:2]
     assert "was not changed" in error_line(capsys)
+
+
+# -- the hcloud dynamic inventory example of docs/operations/deploy.md ---------------------------------
+#
+# The plugin itself runs on the example file; only its two calls to the Hetzner API are replaced:
+# the token check and the server list, which it takes from its cache when told it has one. The
+# servers are what the plugin would build from the API for the recorded stack. This proves the
+# file's grouping and naming, not that Hetzner answers as assumed (the label selector is applied
+# by the API and is not exercised here).
+
+
+def hcloud_servers(outputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stack's servers as the plugin describes them (its _build_inventory_server's keys)."""
+    servers = []
+    for number, (name, host) in enumerate(sorted(outputs["hosts"].items()), start=1):
+        server: dict[str, Any] = {
+            "id": 1000 + number,
+            "name": f"tierwall-{outputs['stack']}-{name}",
+            "status": "running",
+            "type": "cx23",
+            "server_type": "cx23",
+            "location": outputs["location"],
+            "labels": {STACK_LABEL: outputs["stack"], TIER_LABEL: host["tier"]},
+            "private_networks": [
+                {"id": int(outputs["networks"][net]["id"]), "name": f"tierwall-prod-networks-{net}", "ip": ip}
+                for net, ip in host["private_ips"].items()
+            ],
+        }
+        if "public_ipv4" in host:
+            server["ipv4"] = host["public_ipv4"]
+        servers.append(server)
+    return servers
+
+
+def test_the_hcloud_example_names_the_labels_the_pulumi_program_sets() -> None:
+    document = yaml.safe_load(HCLOUD_EXAMPLE.read_text())
+    assert HCLOUD_EXAMPLE.name.endswith("hcloud.yml"), "the plugin reads only files named *hcloud.yml"
+    assert document["plugin"] == "hetzner.hcloud.hcloud"
+    assert document["label_selector"] == f"{STACK_LABEL}=prod"
+    assert set(document["groups"]) == set(TIERS)
+    for tier, condition in document["groups"].items():
+        assert condition == f"hcloud_labels['{TIER_LABEL}'] == '{tier}'"
+
+
+def run_hcloud_plugin(servers: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch):
+    """The inventory the plugin builds from the example file for ``servers``, without the API."""
+    from ansible.inventory.data import InventoryData
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.plugins.loader import inventory_loader
+
+    # Should a stub below ever miss, the plugin's API calls go to a closed port on this machine.
+    monkeypatch.setenv("HCLOUD_TOKEN", "not-a-token")
+    monkeypatch.setenv("HCLOUD_ENDPOINT", "http://127.0.0.1:9/v1")
+    plugin = inventory_loader.get("hetzner.hcloud.hcloud")
+    # The plugin's check for `requests` (which the API client needs and this test does not).
+    monkeypatch.setattr(sys.modules[type(plugin).__module__], "client_check_required_lib", lambda: None)
+    monkeypatch.setattr(plugin, "_configure_hcloud_client", lambda: None)
+    monkeypatch.setattr(plugin, "_get_cached_result", lambda path, cache: (servers, True))
+    inventory = InventoryData()
+    plugin.parse(inventory, DataLoader(), str(HCLOUD_EXAMPLE), cache=True)
+    return inventory
+
+
+def test_the_hcloud_example_puts_each_server_in_its_tier_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    inventory = run_hcloud_plugin(hcloud_servers(json.loads(OUTPUTS.read_text())), monkeypatch)
+    groups = {tier: sorted(h.name for h in inventory.groups[tier].get_hosts()) for tier in TIERS}
+    assert groups == {"proxy": ["proxy-1"], "app": ["app-1", "app-2"], "db": ["db-1"]}
+    assert sorted(h.name for h in inventory.groups["location_fsn1"].get_hosts()) == sorted(
+        name for names in groups.values() for name in names
+    )
+    db = inventory.get_host("db-1").get_vars()
+    assert db["tierwall_tier"] == "db"
+    assert db["ansible_user"] == "ops"
+    assert db["ansible_host"] == "db-1", "the ssh config's Host block carries the address and the jumps"
+    assert db["ansible_ssh_common_args"] == "-F prod.ssh_config"
+
+
+def test_a_server_without_its_tier_label_stops_the_hcloud_example(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ansible.errors import AnsibleError
+
+    servers = hcloud_servers(json.loads(OUTPUTS.read_text()))
+    del servers[-1]["labels"][TIER_LABEL]
+    with pytest.raises(AnsibleError, match="for host proxy-1"):
+        run_hcloud_plugin(servers, monkeypatch)
+
+
+def test_the_deploy_page_shows_the_example_file_as_it_is() -> None:
+    page = (HCLOUD_EXAMPLE.parent / "deploy.md").read_text()
+    block = page.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert yaml.safe_load(block) == yaml.safe_load(HCLOUD_EXAMPLE.read_text())
