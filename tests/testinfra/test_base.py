@@ -80,6 +80,32 @@ def _ruleset(host: Any) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
+def _reading(host: Any, hostvars: dict[str, Any], topology: dict[str, Any]) -> Any:
+    """The whole live ruleset (every table), read back into flows of the matrix."""
+    addresses = hostvars["tierwall_addresses"]
+    public = hostvars.get("tierwall_public_address")
+    by_address = _interfaces(host)
+    interfaces = {network: by_address[address] for network, address in addresses.items()}
+    if public:
+        interfaces["public"] = by_address[public]
+    return nft_ruleset.read_flows(
+        _ruleset(host), topology, hostvars["tierwall_tier"], addresses, interfaces,
+        public_address=public, admin_cidrs=hostvars["tierwall_admin_cidrs"],
+    )
+
+
+@pytest.mark.control("FW-01")
+def test_firewall_holds_no_rule_the_reader_cannot_evaluate(
+    host: Any, hostvars: dict[str, Any], topology: dict[str, Any]
+) -> None:
+    """Every rule that can decide a packet's fate is one the FW-01 reader evaluates exactly.
+
+    A rule it cannot model (a named set, a mark, NAT, a wildcard interface) could accept what the
+    flow comparison does not see, so its presence alone fails the control.
+    """
+    assert _reading(host, hostvars, topology).not_understood == []
+
+
 @pytest.mark.control("FW-01")
 def test_firewall_is_default_deny_and_accepts_exactly_the_matrix(
     host: Any, hostvars: dict[str, Any], topology: dict[str, Any]
@@ -87,18 +113,10 @@ def test_firewall_is_default_deny_and_accepts_exactly_the_matrix(
     """The live ruleset drops by default in, out and forward and accepts exactly this tier's flows.
 
     Hetzner's Cloud Firewall does not filter private networks: this ruleset is what separates the tiers.
+    Every table counts: a packet is accepted only if every base chain of its hook accepts it.
     """
     tier = hostvars["tierwall_tier"]
-    addresses = hostvars["tierwall_addresses"]
-    public = hostvars.get("tierwall_public_address")
-    by_address = _interfaces(host)
-    interfaces = {network: by_address[address] for network, address in addresses.items()}
-    if public:
-        interfaces["public"] = by_address[public]
-    reading = nft_ruleset.read_flows(
-        _ruleset(host), topology, tier, addresses, interfaces,
-        public_address=public, admin_cidrs=hostvars["tierwall_admin_cidrs"],
-    )
+    reading = _reading(host, hostvars, topology)
     assert reading.policies == {"input": "drop", "forward": "drop", "output": "drop"}
     assert reading.problems == []
     assert reading.flows == nft_ruleset.matrix_flows(topology, tier)
