@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -31,6 +32,7 @@ PLAYBOOKS = ("ansible/playbooks/unlock-db.yml", "ansible/playbooks/site.yml")
 # Steps 1-3 change no infrastructure (stack select only records the current stack in Pulumi's
 # workspace): --dry-run runs them and prints the rest.
 READ_ONLY_STEPS = 3
+STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -301,6 +303,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _command(args: argparse.Namespace) -> int:
+    if not STACK_NAME.fullmatch(args.stack):
+        # The name becomes file names (Pulumi.<stack>.yaml, <stack>-outputs.json): an
+        # org/project/stack path would point into directories that do not exist.
+        raise TierwallError(
+            f"deploy: {args.stack!r} is not a stack's short name",
+            "give the name as in Pulumi.<stack>.yaml (letters, digits, '-', '_', '.')",
+        )
     # The key is written into the inventory that Ansible reads from the project directory:
     # a path relative to where the operator typed it would point elsewhere there.
     key = str(Path(args.private_key).expanduser().resolve()) if args.private_key else None

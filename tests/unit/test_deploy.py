@@ -204,6 +204,14 @@ def test_a_bad_stack_config_stops_before_pulumi_is_called(
     assert "tierwall:location: 'hel1' is not a German location" in line
 
 
+def test_a_qualified_stack_name_is_refused_before_anything_runs(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["deploy", "acme/tierwall/prod", "--yes", "--workdir", str(workdir)]) == 1
+    assert commands_run(workdir) == []
+    assert "is not a stack's short name" in error_line(capsys)
+
+
 def test_a_missing_pulumi_is_named_with_its_step(
     workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
