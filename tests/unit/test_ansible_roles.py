@@ -145,3 +145,50 @@ def test_apt_templates_parse(tmp_path: Path) -> None:
             patterns = [line for line in done.stdout.splitlines() if line.startswith(key)]
             assert len(patterns) == len(context["common_unattended_origins_patterns"])
             assert all("Debian-Security" in line for line in patterns)
+
+
+# What `ssh -Q kex` prints on Debian 12 (OpenSSH 9.2p1-2+deb12u6) and Debian 13 (10.0p1-7+deb13u4).
+KEX_DEBIAN_12 = [
+    "diffie-hellman-group1-sha1", "diffie-hellman-group14-sha1", "diffie-hellman-group14-sha256",
+    "diffie-hellman-group16-sha512", "diffie-hellman-group18-sha512", "diffie-hellman-group-exchange-sha1",
+    "diffie-hellman-group-exchange-sha256", "ecdh-sha2-nistp256", "ecdh-sha2-nistp384", "ecdh-sha2-nistp521",
+    "curve25519-sha256", "curve25519-sha256@libssh.org", "sntrup761x25519-sha512",
+    "sntrup761x25519-sha512@openssh.com",
+]
+KEX_DEBIAN_13 = [*KEX_DEBIAN_12, "mlkem768x25519-sha256"]
+
+
+def _common_value(expression: str, offered: list[str], **overrides: Any) -> Any:
+    """A common role variable as Ansible computes it, for a host whose `ssh -Q kex` printed ``offered``."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    loader = DataLoader()
+    role = ANSIBLE / "roles" / "common"
+    variables = dict(loader.load_from_file(str(role / "defaults" / "main.yml"), trusted_as_template=True))
+    variables.update(loader.load_from_file(str(role / "vars" / "main.yml"), trusted_as_template=True))
+    variables.update(__common_sshd_kex_offered={"stdout_lines": offered}, **overrides)
+    return Templar(loader=loader, variables=variables).template(trust_as_template(expression))
+
+
+def test_sshd_kex_prefers_post_quantum_where_openssh_offers_it() -> None:
+    """Debian 13 gets ML-KEM first, then sntrup; Debian 12's sshd is never handed ML-KEM (it would
+    refuse the drop-in), and keeps sntrup first."""
+    trixie = _common_value("{{ __common_sshd_kex_effective }}", KEX_DEBIAN_13)
+    bookworm = _common_value("{{ __common_sshd_kex_effective }}", KEX_DEBIAN_12)
+    assert trixie[:3] == [
+        "mlkem768x25519-sha256", "sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com",
+    ]
+    assert "mlkem768x25519-sha256" not in bookworm
+    assert bookworm[0].startswith("sntrup761x25519-sha512")
+    for offered in (KEX_DEBIAN_12, KEX_DEBIAN_13):
+        assert _common_value("{{ __common_sshd_kex_unknown }}", offered) == []
+
+
+def test_sshd_kex_refuses_a_name_no_openssh_offers() -> None:
+    """Only names a later OpenSSH brings may be left out silently; a misspelt one is reported."""
+    kex = ["curve25519-sha256", "curve25519-sha265"]
+    unknown = _common_value("{{ __common_sshd_kex_unknown }}", KEX_DEBIAN_13, common_sshd_kex_algorithms=kex)
+    assert unknown == ["curve25519-sha265"]
+    assert _common_value("{{ __common_sshd_kex_unknown }}", KEX_DEBIAN_12,
+                         common_sshd_kex_algorithms=["mlkem768x25519-sha256", *kex[:1]]) == []

@@ -173,3 +173,33 @@ def test_playbooks_wire_the_key_and_the_secrets() -> None:
     pki = steps.index(("pki", None, None))
     server = steps.index(("postgresql", None, "tierwall_tier == 'db'"))
     assert packages < pki < server
+
+
+def _role_value(expression: str, release: str) -> Any:
+    """A postgresql role variable as Ansible computes it on a host of Debian ``release``."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    loader = DataLoader()
+    variables = dict(loader.load_from_file(str(ROLE / "defaults" / "main.yml"), trusted_as_template=True))
+    variables.update(loader.load_from_file(str(ROLE / "vars" / "main.yml"), trusted_as_template=True))
+    variables.update(ansible_facts={"distribution_major_version": release}, postgresql_volume_mount="/srv/v")
+    return Templar(loader=loader, variables=variables).template(trust_as_template(expression))
+
+
+@pytest.mark.parametrize(("release", "version"), [("12", 15), ("13", 17)])
+def test_version_packages_and_paths_follow_the_release(release: str, version: int) -> None:
+    """Each Debian release gets its own PostgreSQL: packages, binaries, unit and data directory."""
+    assert _role_value("{{ postgresql_version }}", release) == version
+    packages = _role_value("{{ __postgresql_packages }}", release)
+    assert {f"postgresql-{version}", f"postgresql-{version}-pgaudit"} <= set(packages)
+    assert _role_value("{{ __postgresql_bindir }}", release) == f"/usr/lib/postgresql/{version}/bin"
+    assert _role_value("{{ __postgresql_unit }}", release) == f"postgresql@{version}-main.service"
+    assert _role_value("{{ __postgresql_data_directory }}", release) == f"/srv/v/postgresql/{version}/main"
+
+
+def test_an_unknown_release_gets_no_version() -> None:
+    """0, which packages.yml refuses with the fix, instead of a guessed postgresql-N."""
+    assert _role_value("{{ postgresql_version }}", "14") == 0
+    tasks = _yaml(ROLE / "tasks" / "packages.yml")
+    assert tasks[0]["ansible.builtin.assert"]["that"] == ["postgresql_version | int > 0"]
