@@ -10,6 +10,10 @@ import pytest
 
 from tierwall.paths import REPO
 
+# Tests that run alone on a parallel worker: each is long by itself (a full TLS scan), so the rest
+# of its module goes on beside it.
+RUN_ALONE = ("test_testssl_reports_nothing_high_or_critical",)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -17,17 +21,38 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             if len(marker.args) != 1 or not isinstance(marker.args[0], str):
                 raise pytest.UsageError(f"{item.nodeid}: use @pytest.mark.control('ID') with one id")
             item.user_properties.append(("control", marker.args[0]))
+        _group_for_parallel_runs(item)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _run_metadata(record_testsuite_property) -> None:
-    """Suite-level facts the audit report prints: which commit, when, against what."""
+def _group_for_parallel_runs(item: pytest.Item) -> None:
+    """Under `pytest -n N --dist loadgroup` a module's tests share one worker (its module-scoped
+    fixtures, such as a note written through the proxy, are made once) and the modules run side
+    by side."""
+    if item.get_closest_marker("xdist_group") is not None:
+        return
+    name = getattr(item, "originalname", item.name)
+    group = name if name in RUN_ALONE else item.nodeid.split("::", 1)[0]
+    item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Suite-level facts the audit report prints: which commit, when, against what. Recorded on
+    the process that writes the JUnit file (the controller when the run is parallel: a worker's
+    suite properties never reach the file)."""
+    from _pytest.junitxml import xml_key
+
+    xml = session.config.stash.get(xml_key, None)
+    if xml is None:
+        return
+    xml.add_global_property("git_sha", _git_sha())
+    xml.add_global_property("started", datetime.now(UTC).isoformat(timespec="seconds"))
+    xml.add_global_property("target", os.environ.get("TIERWALL_TARGET", "lab"))
+
+
+def _git_sha() -> str:
     try:
-        sha = subprocess.run(
+        return subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        sha = "unknown"
-    record_testsuite_property("git_sha", sha)
-    record_testsuite_property("started", datetime.now(UTC).isoformat(timespec="seconds"))
-    record_testsuite_property("target", os.environ.get("TIERWALL_TARGET", "lab"))
+        return "unknown"

@@ -175,6 +175,7 @@ def test_the_code_is_not_writable_by_the_service(host: Any) -> None:
     assert writable.stdout.strip() == "", writable.stdout[:2000]
 
 
+@pytest.mark.disruptive  # the app is down for a moment
 def test_a_crashed_service_is_restarted(
     host: Any, hostvars: dict[str, Any], topology: dict[str, Any]
 ) -> None:

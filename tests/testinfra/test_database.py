@@ -572,6 +572,7 @@ def _is_lab_host(hostvars: dict[str, Any]) -> bool:
 @pytest.mark.control("ENC-05")
 @pytest.mark.lab
 @pytest.mark.lab_only
+@pytest.mark.disruptive  # the db machine restarts and stays locked until unlocked
 def test_after_a_restart_the_data_is_locked_until_unlocked(
     host: Any, host_name: str, inventory: Inventory
 ) -> None:

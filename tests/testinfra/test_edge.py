@@ -424,6 +424,7 @@ def test_logs_are_deleted_within_the_retention_period(edge: Edge) -> None:
 
 
 @pytest.mark.control("RATE-01")
+@pytest.mark.disruptive  # the sentinel is rate-limited for a while afterwards
 def test_rate_limit_answers_429_after_the_burst(edge: Edge) -> None:
     """A client that sends more than its burst at once gets 429 for the excess, and is served
     up to the burst. The requests go out in parallel (HTTP/2 streams on one connection): sent one

@@ -255,6 +255,7 @@ def test_no_identifier_reaches_the_logs(site: Site, proxy_host: Any, app_host: A
 
 
 @pytest.mark.control("APP-01")
+@pytest.mark.disruptive  # PostgreSQL restarts under the app
 def test_a_postgresql_restart_is_survived(site: Site, db: Database) -> None:
     """PostgreSQL restarts while the app serves; the very next request succeeds on a fresh
     connection (the pool checks each connection it hands out)."""
