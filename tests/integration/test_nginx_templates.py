@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import playbook_run
 import pytest
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
@@ -627,19 +628,10 @@ def _converge_config(tmp_path: Path, app_count: int) -> tuple[int, str]:
         "    - ansible.builtin.include_role: {name: nginx, tasks_from: config.yml}\n"
         "    - ansible.builtin.meta: end_play\n"
     )
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "ansible" / "roles"), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp")}  # fmt: skip
-    env.pop("ANSIBLE_CONFIG", None)
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory.ini"),
-         "-e", f"@{tmp_path / 'extra.json'}", str(tmp_path / "play.yml")],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
+    return playbook_run.converge(
+        tmp_path, "proxy-1", "-i", tmp_path / "inventory.ini", "-e", f"@{tmp_path / 'extra.json'}",
+        tmp_path / "play.yml",
     )  # fmt: skip
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    recap = re.search(r"^proxy-1\s*:.*changed=(\d+)", output, re.M)
-    assert recap, output
-    return int(recap.group(1)), output
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the role installs files owned by root: run as root")

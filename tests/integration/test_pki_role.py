@@ -12,7 +12,6 @@ import grp
 import ipaddress
 import os
 import pwd
-import re
 import shutil
 import subprocess
 import sys
@@ -20,15 +19,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import playbook_run
 import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tierwall.paths import REPO
-
-ROLES = REPO / "ansible" / "roles"
 HOST = "proxy-1"
 CRL = "tierwall-ca.crl"
 CRL_URL = f"http://notes.example.test/{CRL}"
@@ -56,27 +53,7 @@ def converge(tmp_path: Path, **extra: Any) -> tuple[int, str]:
     playbook.write_text(
         yaml.safe_dump([{"name": "pki", "hosts": "all", "gather_facts": False, "roles": ["pki"]}])
     )
-    env = {
-        **os.environ,
-        "ANSIBLE_ROLES_PATH": str(ROLES),
-        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_RETRY_FILES_ENABLED": "0",
-    }
-    env.pop("ANSIBLE_CONFIG", None)
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(playbook)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    recap = re.search(rf"^{HOST}\s*:.*changed=(\d+)", output, re.M)
-    assert recap, output
-    return int(recap.group(1)), output
+    return playbook_run.converge(tmp_path, HOST, "-i", inventory, playbook)
 
 
 def load(path: Path) -> x509.Certificate:
