@@ -28,9 +28,11 @@ APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client u
                 ca-certificates curl postgresql libpq5 nginx-light testssl.sh
 
 .PHONY: help
+## help: this list (each target's line is the `## target:` comment above it in this Makefile)
 help:
 	@sed -n 's/^#  //p' $(MAKEFILE_LIST) | head -3
-	@echo "targets: lab test unit lint lab-up lab-down lab-status converge verify bench bench-lab clean"
+	@echo
+	@sed -n 's/^## \([a-z-]*\): /  \1|/p' $(MAKEFILE_LIST) | column -t -s '|'
 
 # -- installation ---------------------------------------------------------------------------------
 .PHONY: deps apt-deps
@@ -44,6 +46,7 @@ apt-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+## deps: the locked virtual environment (.venv)
 deps: $(VENV)/.synced
 $(VENV)/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null || python3 -m pip install --quiet uv 2>/dev/null || \
@@ -54,12 +57,15 @@ $(VENV)/.synced: pyproject.toml uv.lock
 
 # -- the lab ---------------------------------------------------------------------------------------
 .PHONY: lab-up lab-down lab-status
+## lab-up: start the lab (idempotent; repairs killed machines)
 lab-up: deps apt-deps
 	$(BIN)/tierwall lab up
 
+## lab-down: stop the lab and remove every trace of it from this machine
 lab-down: deps
 	$(BIN)/tierwall lab down
 
+## lab-status: what runs of the lab
 lab-status: deps
 	$(BIN)/tierwall lab status
 
@@ -67,6 +73,7 @@ lab-status: deps
 .PHONY: converge
 # unlock-db.yml first: a db machine that restarted (a repaired lab) boots with its data locked,
 # as on Hetzner; on a new lab it has nothing to unlock and ends at once.
+## converge: unlock-db.yml, then site.yml, on the lab
 converge: lab-up
 	$(BIN)/ansible-playbook -i $(INVENTORY) ansible/playbooks/unlock-db.yml
 	$(BIN)/ansible-playbook -i $(INVENTORY) ansible/playbooks/site.yml
@@ -74,52 +81,88 @@ converge: lab-up
 # -- tests ----------------------------------------------------------------------------------------
 PYTEST := $(BIN)/pytest -q -p no:cacheprovider
 
-.PHONY: lint unit integration live-tests test
+# Which tests run: everything for `make test`; for `make lab` only what the report needs.
+MARKS_PRE :=
+MARKS_LIVE := not lab_lifecycle
+UNIT = $(PYTEST) tests/unit $(MARKS_PRE) --junit-xml=$(REPORTS)/unit.xml
+INTEGRATION = $(PYTEST) tests/integration app/tests $(MARKS_PRE) --junit-xml=$(REPORTS)/integration.xml
+
+# The live suites against the converged lab, in two passes. First everything that only reads
+# (the idempotence converge, the lab's checks, the segregation matrix, the testinfra suites per
+# tier), spread over parallel workers: a module's tests stay together (its fixtures are made
+# once) and the modules run side by side. Then the tests that stop, restart or open something on
+# a host for a moment, one after the other, alone.
+LIVE_WORKERS ?= 4
+LIVE = $(PYTEST) tests/lab tests/testinfra --ansible-inventory=$(INVENTORY)
+LIVE_PARALLEL = $(LIVE) -n $(LIVE_WORKERS) --dist loadgroup -m "$(MARKS_LIVE) and not disruptive" \
+                --junit-xml=$(REPORTS)/live.xml
+LIVE_SERIAL = $(LIVE) -m "$(MARKS_LIVE) and disruptive" --junit-xml=$(REPORTS)/live-disruptive.xml
+# The evidence files this run wrote, listed when the audit runs (not when make reads this file).
+EVIDENCE := $(addprefix $(REPORTS)/,unit.xml integration.xml live.xml live-disruptive.xml lifecycle.xml)
+AUDIT = $(BIN)/tierwall audit --segregation $(REPORTS)/segregation.json --target lab \
+        --junit $$(ls -d $(EVIDENCE) 2>/dev/null)
+
+.PHONY: lint unit integration live-tests lifecycle audit test
+## lint: ruff and ansible-lint (production profile)
 lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ansible-lint -q --profile production ansible/
 
-# Unit tests: pure Python, no root, no network namespace, no server started (seconds).
+## unit: pure Python tests: no root, no network namespace, no server started (seconds)
 unit: deps
 	@mkdir -p $(REPORTS)
-	$(PYTEST) tests/unit --junit-xml=$(REPORTS)/unit.xml
+	$(UNIT)
 
-# Integration tests on this machine: roles run for real on localhost, nginx -t, nftables in a
-# throw-away network namespace, the reference app against real PostgreSQL clusters.
+## integration: roles run on localhost, nginx -t, nftables in a throw-away netns, the app on PostgreSQL
 integration: deps apt-deps
 	@mkdir -p $(REPORTS)
-	$(PYTEST) tests/integration app/tests --junit-xml=$(REPORTS)/integration.xml
+	$(INTEGRATION)
 
-LIVE_SUITES := $(PYTEST) tests/lab tests/testinfra -m "not lab_lifecycle" --ansible-inventory=$(INVENTORY)
-AUDIT := $(BIN)/tierwall audit --segregation $(REPORTS)/segregation.json
-
-# The live suites against the converged lab: idempotence (a second converge), the lab's own
-# checks, the segregation matrix and the testinfra suites per tier; then the audit report, which
-# fails if a control failed or has no test. The lifecycle suite (down, up, repair) runs last
-# because it rebuilds the machines.
+## live-tests: converge the lab, then the live suites (the parallel pass, then the disruptive tests)
 live-tests: converge
 	@mkdir -p $(REPORTS)
-	@rm -f $(REPORTS)/live.xml $(REPORTS)/segregation.json
-	$(LIVE_SUITES) --junit-xml=$(REPORTS)/live.xml
-	$(AUDIT) --junit $(REPORTS)/unit.xml $(REPORTS)/integration.xml $(REPORTS)/live.xml --target lab
+	@rm -f $(REPORTS)/live.xml $(REPORTS)/live-disruptive.xml $(REPORTS)/segregation.json
+	$(LIVE_PARALLEL)
+	$(LIVE_SERIAL)
+
+## lifecycle: the lab's lifecycle suite (down leaves no trace, up repairs); rebuilds the machines
+lifecycle: deps
 	$(PYTEST) tests/lab -m lab_lifecycle --junit-xml=$(REPORTS)/lifecycle.xml
 
-test: lint unit integration live-tests
+## audit: the audit report from the evidence in .lab/reports (report.html, report.md, report.hdf.json)
+audit: deps
+	$(AUDIT)
+
+# The lifecycle suite runs after the other live suites (it rebuilds the machines) and before the
+# audit, so its evidence reaches the report too.
+## test: what CI runs: lint, unit, integration, the live suites, the lifecycle suite, the audit
+test: lint unit integration live-tests lifecycle
+	@rm -f $(REPORTS)/report.*
+	$(AUDIT)
 
 # -- the main job ---------------------------------------------------------------------------------
-# Build the lab, converge it, run every verification suite, write the audit report, print a
-# summary. Every step runs even when an earlier one fails, so the report shows what failed; the
-# exit status is non-zero if anything did.
+# Build the lab, converge it and run what the audit report needs, once: every test that carries
+# a control marker (the segregation matrix and the idempotence converge among them); the rest of
+# the suites belongs to `make test`. The controller's own tests run while the lab converges (the
+# converge mostly waits for packages); their output goes to .lab/reports/pre-live.log. Every step
+# runs even when an earlier one fails, so the report shows what failed; the exit status is
+# non-zero if anything did.
 .PHONY: lab
+## lab: the main job: build the lab, converge it, prove the controls, write the audit report
+lab: MARKS_PRE := -m control
+lab: MARKS_LIVE := control and not lab_lifecycle
 lab: deps apt-deps
-	@mkdir -p $(REPORTS); rm -f $(REPORTS)/*.xml $(REPORTS)/segregation.json
+	@mkdir -p $(REPORTS); rm -f $(REPORTS)/*.xml $(REPORTS)/segregation.json $(REPORTS)/report.*
 	@started=$$(date +%s); status=0; \
 	$(BIN)/tierwall lab up || exit 1; \
+	( $(UNIT); unit=$$?; $(INTEGRATION) && exit $$unit ) > $(REPORTS)/pre-live.log 2>&1 & pre=$$!; \
 	$(BIN)/ansible-playbook -i $(INVENTORY) ansible/playbooks/unlock-db.yml || status=1; \
 	$(BIN)/ansible-playbook -i $(INVENTORY) ansible/playbooks/site.yml || status=1; \
-	$(PYTEST) tests/unit --junit-xml=$(REPORTS)/unit.xml || status=1; \
-	$(LIVE_SUITES) --junit-xml=$(REPORTS)/live.xml || status=1; \
-	$(AUDIT) --junit $(REPORTS)/unit.xml $(REPORTS)/live.xml --target lab --started $$started || status=1; \
+	wait $$pre || { status=1; tail -n 30 $(REPORTS)/pre-live.log; }; \
+	grep -E '^[0-9]+ (passed|failed)|(passed|failed|error).* in [0-9.]+s' $(REPORTS)/pre-live.log || true; \
+	$(LIVE_PARALLEL) || status=1; \
+	$(LIVE_SERIAL) || status=1; \
+	$(AUDIT) --started $$started || status=1; \
 	exit $$status
 
 # -- benchmarks (bench/README.md) -----------------------------------------------------------------
@@ -128,11 +171,13 @@ lab: deps apt-deps
 # the lab down and rebuilds it (cold and warm up, fresh and no-op converges, 1 against 3 app
 # servers) and leaves it converged.
 .PHONY: bench bench-lab
+## bench: edge, database and crypto figures on the converged lab (bench/README.md)
 bench: converge
 	$(BIN)/python bench/edge.py
 	$(BIN)/python bench/database.py
 	$(BIN)/python bench/crypto.py
 
+## bench-lab: lab timings and scale figures; rebuilds the lab and leaves it converged
 bench-lab: deps apt-deps
 	$(BIN)/python bench/lab_timings.py --suites
 	$(BIN)/python bench/scale.py
@@ -142,6 +187,7 @@ bench-lab: deps apt-deps
 # suites; lab-only checks (the sentinel, the lab's lifecycle) are skipped with their reason, and
 # controls only the lab can prove are reported "not reviewed" for this target.
 .PHONY: verify
+## verify: the testinfra suites and the audit against a Hetzner stack (INVENTORY=file)
 verify: deps
 	@test -f "$(INVENTORY)" || { echo "make verify INVENTORY=<inventory from tierwall inventory>" >&2; exit 2; }
 	@mkdir -p $(REPORTS); rm -f $(REPORTS)/verify.xml $(REPORTS)/unit.xml $(REPORTS)/segregation.json

@@ -40,12 +40,19 @@ def endpoints(lab) -> tuple[list[Endpoint], list[Endpoint]]:
     return [operator, sentinel, *hosts], [sentinel, *hosts]
 
 
+_PROBED: list[Matrix] = []
+
+
 @pytest.fixture(scope="module")
 def matrix(lab) -> Matrix:
-    sources, destinations = endpoints(lab)
-    result = probe_matrix(lab.topology, sources, destinations)
-    result.write(EVIDENCE)
-    return result
+    """Probed once per test process: a parallel worker may tear module fixtures down between two
+    tests of the module, and the whole matrix costs thousands of connection attempts."""
+    if not _PROBED:
+        sources, destinations = endpoints(lab)
+        result = probe_matrix(lab.topology, sources, destinations)
+        result.write(EVIDENCE)
+        _PROBED.append(result)
+    return _PROBED[0]
 
 
 @pytest.mark.control("NET-05")
