@@ -38,6 +38,9 @@ class Access:
     target: str = "hetzner"  # "lab" or the Pulumi stack name
     # The db's block device for its encrypted data (Hetzner: the Volume's linux_device).
     db_volume_device: str | None = None
+    # A command SSH opens its first hop through (ProxyCommand, with %h and %p), instead of a
+    # direct TCP connection: the lab's containment gate.
+    connect_command: str | None = None
 
 
 class InventoryError(ValueError):
@@ -51,6 +54,17 @@ def _ssh_options(access: Access) -> list[str]:
     if access.private_key_file:
         options += [f"-o IdentityFile={access.private_key_file}", "-o IdentitiesOnly=yes"]
     return options
+
+
+def _first_hop_option(access: Access, nested: bool = False) -> str:
+    """`` -o ProxyCommand=...`` for the connection to the bastion itself, or nothing. Spaces are
+    escaped, not quoted: the option may end up two ProxyCommands deep, inside single quotes.
+    ``nested``: the option sits inside a command that is itself a ProxyCommand, whose ssh expands
+    %-tokens once before this one's does."""
+    if not access.connect_command:
+        return ""
+    command = access.connect_command.replace("%", "%%") if nested else access.connect_command
+    return " -o ProxyCommand=" + command.replace(" ", "\\ ")
 
 
 def build_inventory(topology: Topology, access: Access) -> dict[str, Any]:
@@ -81,7 +95,9 @@ def build_inventory(topology: Topology, access: Access) -> dict[str, Any]:
                 hostvars["tierwall_volume_device"] = access.db_volume_device
             chain = [bastion, str(first_app.address(FRONTEND))]
         args = base_args
-        if chain:
+        if not chain:
+            args += _first_hop_option(access)
+        else:
             args += f' -o ProxyCommand="{_proxy_command(access, chain)}"'
         hostvars["ansible_ssh_common_args"] = args
         groups[host.tier]["hosts"][host.name] = hostvars
@@ -103,7 +119,7 @@ def build_inventory(topology: Topology, access: Access) -> dict[str, Any]:
 def _proxy_command(access: Access, chain: Sequence[str]) -> str:
     """``ssh -W`` through each hop of ``chain`` in turn (proxy, then app for the db)."""
     opts = " ".join(_ssh_options(access))
-    command = f"ssh {opts} -W %h:%p {access.ssh_user}@{chain[0]}"
+    command = f"ssh {opts}{_first_hop_option(access, nested=True)} -W %h:%p {access.ssh_user}@{chain[0]}"
     for hop in chain[1:]:
         # The outer ssh expands %-tokens in its whole ProxyCommand, the nested one included:
         # doubling them leaves %h:%p for the inner ssh, which must reach the hop, not the target.

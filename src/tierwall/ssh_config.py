@@ -36,6 +36,8 @@ class HostEntry:
     jumps: tuple[str, ...]  # inventory names of the hops, first hop first
     identity_file: str | None
     known_hosts_file: str
+    # ProxyCommand of a host reached without a hop (the lab's containment gate), if any.
+    connect_command: str | None = None
 
 
 def load_inventory(path: Path) -> dict[str, Any]:
@@ -86,6 +88,7 @@ def _entry(
         jumps=tuple(jumps),
         identity_file=str(key) if key else None,
         known_hosts_file=_ssh_option(options, "UserKnownHostsFile") or DEFAULT_KNOWN_HOSTS,
+        connect_command=None if jumps else _ssh_option(options, "ProxyCommand"),
     )
 
 
@@ -95,6 +98,8 @@ def jump_addresses(options: list[str]) -> list[str]:
     if command is None:
         return []
     inner = shlex.split(command)
+    if inner[0] != "ssh":
+        return []  # a connect command (the lab's containment gate), not a hop
     # The hop is the inner ssh's destination, its last word; a hop before it is in its own
     # ProxyCommand, one level further in.
     return [*jump_addresses(inner), inner[-1].rpartition("@")[2]]
@@ -127,6 +132,9 @@ def _block(entry: HostEntry) -> list[str]:
     ]
     if entry.jumps:
         lines.append(f"    ProxyJump {','.join(entry.jumps)}")
+    if entry.connect_command:
+        # The lab's gate: the bastion is connected only while the lab's bridge carries its route.
+        lines.append(f"    ProxyCommand {entry.connect_command}")
     if entry.identity_file:
         # Only the inventory's key: an agent holding many keys would otherwise offer them all
         # first and hit the server's MaxAuthTries before the right one.

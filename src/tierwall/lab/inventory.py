@@ -12,6 +12,7 @@ shape and jump chain as for Hetzner) plus lab-only variables:
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,7 @@ def lab_inventory(config: StackConfig, state: State | None, dns: list[str]) -> d
         private_key_file=str(PRIVATE_KEY),
         known_hosts_file=str(KNOWN_HOSTS),
         target="lab",
+        connect_command=f"{sys.executable} -m tierwall.lab.guard %h %p",
     )
     inventory = build_inventory(topology, access)
     all_vars = inventory["all"]["vars"]
