@@ -1,13 +1,13 @@
 """Run a playbook against this machine (ansible_connection=local) the way the lab runs site.yml.
 
-The integration tests converge roles on localhost many times. They run ansible-playbook with the
-project's own ansible/ansible.cfg, hence through Mitogen (ansible/plugins/strategy): one Python
-interpreter for the whole run that keeps Ansible's module utilities imported. Without the
+The integration tests converge roles on localhost dozens of times. They run ansible-playbook with
+the project's own ansible/ansible.cfg, hence through Mitogen (ansible/plugins/strategy): one
+Python interpreter for the whole run that keeps Ansible's module utilities imported. Without the
 configuration, Ansible's own strategy starts a new interpreter per task that unpacks the module
-and compiles ansible-core's module utilities from a zip again: that made one no-op converge of
-the pki role cost ~16 CPU-seconds instead of ~5, and the pki suite 7 minutes. Running the lab's
-configuration also means the tests exercise the execution path the lab and production use.
-``TIERWALL_MITOGEN=0`` in the environment still runs Ansible's own strategy, as for the lab.
+and compiles ansible-core's module utilities from a zip again (no bytecode is ever cached for
+them): a no-op converge of the pki role cost ~18 CPU-seconds that way instead of ~8. The tests
+also exercise the execution path the lab and production use (become handling differs under
+Mitogen). ``TIERWALL_MITOGEN=0`` in the environment still runs Ansible's own strategy.
 """
 
 from __future__ import annotations

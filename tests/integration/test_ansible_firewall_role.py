@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import playbook_run
 import pytest
 import yaml
 
@@ -25,7 +26,6 @@ from tierwall.inventory import Access, build_inventory
 from tierwall.topology import build_topology
 
 REPO = Path(__file__).resolve().parents[2]
-ANSIBLE = REPO / "ansible"
 PLAYBOOK_BIN = REPO / ".venv" / "bin" / "ansible-playbook"
 sys.path.insert(0, str(REPO / "tests" / "testinfra"))
 import nft_ruleset  # noqa: E402
@@ -79,10 +79,8 @@ def test_role_converges_idempotently_and_repairs_drift(tmp_path: Path) -> None:
     play = [{"hosts": "app-1", "roles": [role]}]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
     env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
+        **playbook_run.ansible_env(tmp_path),
         "ANSIBLE_CACHE_PLUGIN": "memory",
-        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
         "PLAYBOOK": str(PLAYBOOK_BIN),
         "WORK": str(tmp_path),
     }
