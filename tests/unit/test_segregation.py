@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 import json
+import socket
+import struct
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
-from tierwall.segregation import BLOCKED, CONNECTED, REFUSED, Endpoint, probe_matrix
+from tierwall.audit.report import load_segregation
+from tierwall.segregation import (
+    BLOCKED,
+    CONNECTED,
+    DELIVERED,
+    ICMP,
+    NOT_APPLICABLE,
+    NOT_PROBED,
+    OPEN_SILENT,
+    PROBED,
+    REFUSED,
+    SILENT,
+    Endpoint,
+    _checksum,
+    _echo_request,
+    _witness_key,
+    probe_matrix,
+    resolve,
+)
 from tierwall.topology import APP, DB, PROXY, PUBLIC, build_topology
 
 TOPOLOGY = build_topology(app_count=1)
@@ -22,25 +43,39 @@ OPERATOR = Endpoint("operator", ("admin", "internet"), ((PUBLIC, "203.0.113.1"),
 
 
 def fake_network(
-    open_ports: dict[tuple[str, str, int, str], str], tcp: dict | None = None, udp: dict | None = None
+    open_ports: dict[tuple[str, str, int, str], str],
+    tcp: dict | None = None,
+    udp: dict | None = None,
+    sweeps: dict[tuple[str, str], dict[int, str]] | None = None,
 ):
-    """A runner answering `ss` from ``tcp``/``udp`` (namespace -> lines) and probes from
-    ``open_ports`` ((source, address, port, protocol) -> outcome; anything else is blocked)."""
+    """A runner answering `ss` from ``tcp``/``udp`` (namespace -> lines), probes from
+    ``open_ports`` ((source, address, port, protocol) -> the probe program's answer; anything
+    else is blocked) and sweeps from ``sweeps`` ((source, address) -> ports not blocked)."""
     namespaces = {e.namespace: e.name for e in (PROXY_1, APP_1, DB_1, SENTINEL, OPERATOR)}
     listening = {"-Hltn": tcp or {}, "-Hlun": udp or {}}
+    RUNS.clear()
 
     def runner(namespace: str | None, argv: Sequence[str]) -> str:
         if argv[0] == "ss":
             return listening[argv[1]].get(namespace, "")
         source = namespaces[namespace]
-        return json.dumps(
-            [
-                [a, p, proto, open_ports.get((source, a, p, proto), BLOCKED)]
-                for a, p, proto in json.loads(argv[3])
-            ]
-        )
+        spec = json.loads(argv[-1])
+        RUNS.append((source, spec))
+        targets = [
+            [a, p, proto, open_ports.get((source, a, p, proto), BLOCKED)]
+            for a, p, proto, _ in spec["targets"]
+        ]
+        done = []
+        for address, first, last in spec["sweeps"]:
+            passed = (sweeps or {}).get((source, address), {})
+            done.append({"address": address, "first": first, "last": last, "seconds": 0.1,
+                         "blocked": last - first + 1 - len(passed), "passed": passed})  # fmt: skip
+        return json.dumps({"targets": targets, "sweeps": done})
 
     return runner
+
+
+RUNS: list[tuple[str, dict]] = []
 
 
 def test_listening_ports_join_the_probe_list() -> None:
@@ -95,3 +130,177 @@ def test_the_sentinel_proves_unserved_declared_ports_by_a_refusal(
 def test_outside_endpoints_are_not_probed_against_each_other() -> None:
     matrix = probe_matrix(TOPOLOGY, [OPERATOR], [SENTINEL, PROXY_1], runner=fake_network({}))
     assert {p.destination for p in matrix.probes} == {"proxy-1"}
+
+
+# -- every declared flow probed ------------------------------------------------------------------
+
+
+def test_declared_dns_is_tried_even_where_nothing_listens() -> None:
+    """No sentinel serves DNS, yet the proxy's declared 53/udp and 53/tcp must be attempted."""
+    matrix = probe_matrix(TOPOLOGY, [PROXY_1], [SENTINEL], runner=fake_network({}))
+    tried = {(p.port, p.protocol) for p in matrix.probes if p.destination == "sentinel"}
+    assert {(53, "udp"), (53, "tcp"), (123, "udp")} <= tried
+    dns = {(c.port, c.protocol): c.status for c in matrix.coverage if c.port == 53}
+    assert dns == {(53, "udp"): PROBED, (53, "tcp"): PROBED}
+
+
+def test_a_declared_flow_without_its_source_is_reported_not_probed() -> None:
+    """Without the operator nobody in the admin CIDRs tries SSH to the bastion: not proved."""
+    matrix = probe_matrix(TOPOLOGY, [PROXY_1, APP_1, DB_1, SENTINEL], [SENTINEL, PROXY_1, APP_1, DB_1],
+                          runner=fake_network({}))  # fmt: skip
+    assert [(c.source, c.destination, c.port) for c in matrix.not_probed] == [("admin", "proxy", 22)]
+    assert len(matrix.coverage) == len(TOPOLOGY.flows)
+
+
+def test_with_every_endpoint_every_declared_flow_is_probed() -> None:
+    endpoints = [OPERATOR, SENTINEL, PROXY_1, APP_1, DB_1]
+    matrix = probe_matrix(TOPOLOGY, endpoints, endpoints[1:], runner=fake_network({}))
+    assert matrix.not_probed == []
+    assert {c.status for c in matrix.coverage} == {PROBED}
+
+
+# -- ICMP ------------------------------------------------------------------------------------------
+
+
+def test_every_address_gets_an_echo_probe_and_an_answer_is_a_violation() -> None:
+    runner = fake_network({("proxy-1", "10.10.1.20", 0, ICMP): CONNECTED})
+    matrix = probe_matrix(TOPOLOGY, [PROXY_1], [APP_1], runner=runner)
+    echoes = {p.address: p for p in matrix.probes if p.protocol == ICMP}
+    assert set(echoes) == {"10.10.1.20", "10.10.2.20"}
+    assert echoes["10.10.1.20"].violation == "undeclared connection connected"
+    assert echoes["10.10.2.20"].violation is None
+
+
+def test_an_echo_that_got_through_unanswered_is_a_violation_too() -> None:
+    runner = fake_network({("proxy-1", "10.10.1.20", 0, ICMP): DELIVERED})
+    matrix = probe_matrix(TOPOLOGY, [PROXY_1], [APP_1], runner=runner)
+    (echo,) = [p for p in matrix.probes if p.protocol == ICMP and p.address == "10.10.1.20"]
+    assert echo.outcome == OPEN_SILENT
+    assert echo.violation == "undeclared connection open-silent"
+
+
+# -- UDP silence -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "listener", "outcome"),
+    [
+        (DELIVERED, True, OPEN_SILENT),  # through the firewall, the listener kept silent
+        (DELIVERED, False, REFUSED),  # through the firewall, port-unreachable lost to the rate limit
+        (SILENT, True, OPEN_SILENT),  # unwitnessed silence in front of a listener proves no drop
+        (SILENT, False, BLOCKED),  # an accepting firewall would have let port-unreachable out
+        (BLOCKED, True, BLOCKED),
+        (CONNECTED, False, CONNECTED),
+    ],
+)
+def test_silence_is_read_with_the_witness_and_the_listeners(
+    answer: str, listener: bool, outcome: str
+) -> None:
+    assert resolve(answer, listener) == outcome
+
+
+def test_an_undeclared_silent_udp_listener_that_got_the_datagram_is_a_violation() -> None:
+    runner = fake_network(
+        {("proxy-1", "10.10.1.20", 5353, "udp"): DELIVERED},
+        udp={"ns-app": "UNCONN 0 0 0.0.0.0:5353 0.0.0.0:*\nUNCONN 0 0 127.0.0.1:323 0.0.0.0:*\n"},
+    )
+    matrix = probe_matrix(TOPOLOGY, [PROXY_1], [APP_1], runner=runner)
+    probes = {(p.address, p.port): p for p in matrix.probes if p.protocol == "udp"}
+    assert probes[("10.10.1.20", 5353)].listener
+    assert probes[("10.10.1.20", 5353)].violation == "undeclared connection open-silent"
+    # Only on loopback: not a listener for the host's own addresses.
+    assert not probes[("10.10.1.20", 323)].listener
+
+
+def test_a_declared_ntp_flow_that_got_through_to_a_silent_server_is_not_proof() -> None:
+    """app -> proxy 123/udp is declared and chrony should answer: silence is a broken flow."""
+    runner = fake_network(
+        {("app-1", "10.10.1.10", 123, "udp"): DELIVERED},
+        udp={"ns-proxy": "UNCONN 0 0 0.0.0.0:123 0.0.0.0:*\n"},
+    )
+    matrix = probe_matrix(TOPOLOGY, [APP_1], [PROXY_1], runner=runner)
+    (ntp,) = [p for p in matrix.probes if (p.address, p.port, p.protocol) == ("10.10.1.10", 123, "udp")]
+    assert ntp.declared
+    assert ntp.violation == "declared flow open-silent"
+
+
+def test_every_destination_namespace_is_witnessed() -> None:
+    probe_matrix(TOPOLOGY, [PROXY_1], [APP_1, SENTINEL], runner=fake_network({}))
+    ((_, spec),) = RUNS
+    assert spec["witness"] == ["/run/netns/ns-app", "/run/netns/ns-sentinel"]
+    assert {index for *_, index in spec["targets"]} == {0, 1}
+
+
+def test_the_witness_reads_the_keys_the_probes_carry() -> None:
+    udp = _ipv4(17, "10.10.1.10", "10.10.1.20") + struct.pack("!HHHH", 40000, 5353, 8, 0)
+    assert _witness_key(udp) == ("udp", "10.10.1.10", "10.10.1.20", 40000, 5353)
+    echo = _ipv4(1, "10.10.1.10", "10.10.1.20") + _echo_request(4, 77, 3)
+    assert _witness_key(echo) == ("icmp", "10.10.1.20", 77, 3)
+    assert _checksum(_echo_request(4, 77, 3)) == 0  # a valid ICMP checksum sums to zero
+
+
+def _ipv4(protocol: int, src: str, dst: str) -> bytes:
+    return (
+        struct.pack("!BBHHHBBH", 0x45, 0, 0, 0, 0, 64, protocol, 0)
+        + socket.inet_aton(src)
+        + socket.inet_aton(dst)
+    )
+
+
+# -- the full TCP range proxy -> db ----------------------------------------------------------------
+
+
+def test_the_proxy_sweeps_every_tcp_port_of_every_db_address_and_no_other_pair() -> None:
+    endpoints = [PROXY_1, APP_1, DB_1]
+    matrix = probe_matrix(TOPOLOGY, endpoints, endpoints, runner=fake_network({}))
+    assert [(s.source, s.destination, s.address, s.first, s.last) for s in matrix.sweeps] == [
+        ("proxy-1", "db-1", "10.10.2.30", 1, 65535)
+    ]
+    (sweep,) = matrix.sweeps
+    assert sweep.complete
+    assert sweep.blocked == 65535
+    assert sweep.violations == []
+
+
+def test_one_port_through_in_the_sweep_is_a_violation() -> None:
+    runner = fake_network({}, sweeps={("proxy-1", "10.10.2.30"): {"31337": REFUSED}})
+    (sweep,) = probe_matrix(TOPOLOGY, [PROXY_1], [DB_1], runner=runner).sweeps
+    assert sweep.blocked == 65534
+    assert sweep.violations == ["31337/tcp undeclared connection refused"]
+
+
+# -- IPv6 on the public side -----------------------------------------------------------------------
+
+
+def test_a_proxy_without_public_ipv6_is_recorded_not_applicable_with_the_reason() -> None:
+    matrix = probe_matrix(
+        TOPOLOGY, [SENTINEL], [PROXY_1], runner=fake_network({}), no_ipv6_reason="lab is IPv4"
+    )
+    assert matrix.ipv6 == [{"endpoint": "proxy-1", "addresses": [], "status": NOT_APPLICABLE,
+                            "reason": "lab is IPv4"}]  # fmt: skip
+
+
+def test_a_public_ipv6_address_is_probed_like_any_other() -> None:
+    proxy = Endpoint("proxy-1", (PROXY,), ((PUBLIC, "203.0.113.10"), (PUBLIC, "2001:db8::10")), "ns-proxy")
+    runner = fake_network({("sentinel", "2001:db8::10", 443, "tcp"): CONNECTED})
+    matrix = probe_matrix(TOPOLOGY, [SENTINEL], [proxy], runner=runner)
+    https6 = [p for p in matrix.probes if (p.address, p.port) == ("2001:db8::10", 443)]
+    assert [(p.declared, p.violation) for p in https6] == [(True, None)]
+    assert matrix.ipv6[0]["status"] == PROBED
+
+
+# -- evidence for the audit ------------------------------------------------------------------------
+
+
+def test_the_evidence_carries_sweeps_coverage_and_ipv6_and_the_report_counts_them(tmp_path: Path) -> None:
+    runner = fake_network({}, sweeps={("proxy-1", "10.10.2.30"): {"5432": CONNECTED}})
+    matrix = probe_matrix(TOPOLOGY, [PROXY_1], [DB_1, PROXY_1], runner=runner)
+    evidence = json.loads(matrix.write(tmp_path / "segregation.json").read_text())
+    assert {"probes", "sweeps", "coverage", "ipv6", "generated"} <= set(evidence)
+    assert evidence["sweeps"][0]["violations"] == ["5432/tcp undeclared connection connected"]
+    summary = load_segregation(tmp_path / "segregation.json")
+    assert summary is not None
+    not_probed = sum(1 for c in evidence["coverage"] if c["status"] == NOT_PROBED)
+    assert not_probed == len(TOPOLOGY.flows)  # the proxy probed only the db: no flow of the matrix
+    assert summary["violations"] == 1 + not_probed
+    assert summary["sweeps"] == ["proxy-1 -> db-1 10.10.2.30 tcp 1-65535: 65534 of 65535 blocked in 0.1 s"]

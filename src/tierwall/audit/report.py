@@ -151,7 +151,7 @@ def load_segregation(path: Path | None) -> dict[str, Any] | None:
     )
     for probe in data.get("probes", []):
         key = (probe["source"], probe["destination"])
-        port = f"{probe['port']}/{probe['protocol']}"
+        port = _port_label(probe)
         if probe["declared"]:
             pairs[key]["declared"].append(port)
         if probe["connected"]:
@@ -159,6 +159,12 @@ def load_segregation(path: Path | None) -> dict[str, Any] | None:
         # The prober's own verdict (tierwall.segregation.Probe.violation): one rule, one place.
         if probe.get("violation"):
             pairs[key]["violations"].append(f"{port} {probe['violation']}")
+    for sweep in data.get("sweeps", []):
+        pairs[(sweep["source"], sweep["destination"])]["violations"].extend(sweep.get("violations", []))
+    # A declared flow no attempt tested is unproved: it fails the verdict like a violation.
+    not_probed = [c for c in data.get("coverage", []) if c.get("status") == "not probed"]
+    for flow in not_probed:
+        pairs[(flow["source"], flow["destination"])]["violations"].append(f"{_port_label(flow)} not probed")
     rows = [{"source": s, "destination": d, **v} for (s, d), v in sorted(pairs.items())]
     endpoints = sorted(
         {p["source"] for p in data.get("probes", [])} | {p["destination"] for p in data.get("probes", [])}
@@ -170,7 +176,28 @@ def load_segregation(path: Path | None) -> dict[str, Any] | None:
         "violations": sum(len(r["violations"]) for r in rows),
         "declared_connected": sum(1 for p in data.get("probes", []) if p["declared"] and p["connected"]),
         "generated": data.get("generated", ""),
+        **_segregation_proofs(data, not_probed),
     }
+
+
+def _segregation_proofs(data: dict[str, Any], not_probed: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The matrix's other proofs, one line each: full-range sweeps, unprobed flows, public IPv6."""
+    return {
+        "sweeps": [
+            f"{s['source']} -> {s['destination']} {s['address']} tcp {s['first']}-{s['last']}: "
+            f"{s['blocked']} of {s['ports']} blocked in {s['seconds']} s"
+            for s in data.get("sweeps", [])
+        ],
+        "not_probed": [f"{f['source']} -> {f['destination']} {_port_label(f)}" for f in not_probed],
+        "ipv6": [
+            f"{r['endpoint']}: {r['status']}" + (f" ({r['reason']})" if r["reason"] else "")
+            for r in data.get("ipv6", [])
+        ],
+    }
+
+
+def _port_label(probe: dict[str, Any]) -> str:
+    return "echo/icmp" if probe["protocol"] == "icmp" else f"{probe['port']}/{probe['protocol']}"
 
 
 @dataclass(frozen=True)
