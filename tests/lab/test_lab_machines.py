@@ -80,7 +80,9 @@ def test_ansible_reaches_every_host_through_the_jump_chain(lab):
 def test_db_is_reached_over_two_hops(lab):
     (db,) = lab.names(DB)
     args = lab.hosts[db]["ansible_ssh_common_args"]
-    assert args.count("ProxyCommand") == 2, args
+    # Two ssh hops (proxy, then app), the innermost opened through the lab's containment gate.
+    assert args.count("ProxyCommand=\"ssh ") + args.count("ProxyCommand='ssh ") == 2, args
+    assert args.count("tierwall.lab.guard") == 1, args
     assert lab.ssh(db, "hostname").stdout.strip() == db
 
 
