@@ -11,6 +11,9 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 export ANSIBLE_CONFIG := $(CURDIR)/ansible/ansible.cfg
 export PYTHONDONTWRITEBYTECODE := 1
+# PYTHONDONTWRITEBYTECODE keeps the tests from littering the tree, and uv does not compile by
+# default: without this every ansible-playbook (and each forked worker) compiled Ansible anew.
+export UV_COMPILE_BYTECODE := 1
 # testinfra's ansible backend calls ansible-inventory by name: the venv's must come first.
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 

@@ -30,4 +30,28 @@ def strategy_module(name: str) -> type:
             "or set TIERWALL_MITOGEN=0 to run Ansible's own strategy"
         ) from exc
     base = ansible_mitogen.loaders.strategy_loader.get(name, class_only=True)
-    return type("StrategyModule", (ansible_mitogen.strategy.StrategyMixin, base), {})
+
+    def run(self, iterator, play_context):
+        _list_collections_once()
+        return super(cls, self).run(iterator, play_context)
+
+    cls = type("StrategyModule", (ansible_mitogen.strategy.StrategyMixin, base), {"run": run})
+    return cls
+
+
+def _list_collections_once() -> None:
+    """Mitogen lists every installed collection (181 in the ansible package, reading each one's
+    metadata) for every task that runs a collection module, in the task's forked worker, where
+    nothing it learns survives: about 0.15 CPU-s a task. The list cannot change during a run, so
+    it is made once, when a play starts, in the process the workers fork from."""
+    import ansible.collections.list
+    import ansible_mitogen.planner
+
+    if not hasattr(ansible_mitogen.planner, "_load_collections"):
+        return  # a Mitogen release without it; tests/unit/test_ansible_strategy.py says so
+    dirs = tuple(path.decode() for path in ansible.collections.list.list_collection_dirs())
+
+    def load_collections(invocation) -> None:
+        invocation._extra_sys_paths.update(dirs)
+
+    ansible_mitogen.planner._load_collections = load_collections

@@ -50,7 +50,8 @@ def test_an_undeclared_accept_rule_fails_the_firewall_control(lab, tmp_path: Pat
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert audit.returncode == 1, audit.stdout
-        assert "1 failed" in audit.stdout and "FW-01" in audit.stdout, audit.stdout
+        assert "1 failed" in audit.stdout, audit.stdout
+        assert "FW-01" in audit.stdout, audit.stdout
         report = (tmp_path / "report" / "report.md").read_text()
         assert "| FW-01 |" in report
         assert "| failed |" in report.split("| FW-01 |", 1)[1].split("\n", 1)[0]

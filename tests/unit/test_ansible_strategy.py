@@ -49,3 +49,30 @@ def test_every_play_uses_a_tierwall_strategy() -> None:
     ]
     assert named
     assert set(named) == {"tierwall_free"}
+
+
+
+def test_the_collection_list_is_made_once_per_play(monkeypatch) -> None:
+    """Mitogen's per-task collection listing is replaced by one list made when a play starts; a
+    Mitogen release without the function fails here instead of silently going slow again."""
+    import ansible.collections.list
+    import ansible_mitogen.planner
+
+    from tierwall import ansible_strategy
+
+    assert callable(ansible_mitogen.planner._load_collections)
+    planner = ansible_mitogen.planner
+    monkeypatch.setattr(planner, "_load_collections", planner._load_collections)
+    listed = []
+
+    def listing():
+        listed.append(1)
+        return [b"/collections/one", b"/collections/two"]
+
+    monkeypatch.setattr(ansible.collections.list, "list_collection_dirs", listing)
+    ansible_strategy._list_collections_once()
+    invocations = [type("Invocation", (), {"_extra_sys_paths": set()})() for _ in range(3)]
+    for invocation in invocations:
+        ansible_mitogen.planner._load_collections(invocation)
+    assert len(listed) == 1
+    assert all(i._extra_sys_paths == {"/collections/one", "/collections/two"} for i in invocations)
