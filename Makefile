@@ -92,12 +92,12 @@ INTEGRATION = $(PYTEST) tests/integration app/tests $(MARKS_PRE) --junit-xml=$(R
 
 # The live suites against the converged lab, in two passes. First everything that only reads
 # (the idempotence converge, the lab's checks, the segregation matrix, the testinfra suites per
-# tier), spread over parallel workers: a module's tests stay together (its fixtures are made
-# once) and the modules run side by side. Then the tests that stop, restart or open something on
+# tier), spread over parallel workers: a file's tests stay together (its module fixtures are made
+# once) and the files run side by side. Then the tests that stop, restart or open something on
 # a host for a moment, one after the other, alone.
 LIVE_WORKERS ?= 4
 LIVE = $(PYTEST) tests/lab tests/testinfra --ansible-inventory=$(INVENTORY)
-LIVE_PARALLEL = $(LIVE) -n $(LIVE_WORKERS) --dist loadgroup -m "$(MARKS_LIVE) and not disruptive" \
+LIVE_PARALLEL = $(LIVE) -n $(LIVE_WORKERS) --dist loadfile -m "$(MARKS_LIVE) and not disruptive" \
                 --junit-xml=$(REPORTS)/live.xml
 LIVE_SERIAL = $(LIVE) -m "$(MARKS_LIVE) and disruptive" --junit-xml=$(REPORTS)/live-disruptive.xml
 # The evidence files this run wrote, listed when the audit runs (not when make reads this file).

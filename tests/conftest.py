@@ -10,10 +10,6 @@ import pytest
 
 from tierwall.paths import REPO
 
-# Tests that run alone on a parallel worker: each is long by itself (a full TLS scan), so the rest
-# of its module goes on beside it.
-RUN_ALONE = ("test_testssl_reports_nothing_high_or_critical",)
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -21,18 +17,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             if len(marker.args) != 1 or not isinstance(marker.args[0], str):
                 raise pytest.UsageError(f"{item.nodeid}: use @pytest.mark.control('ID') with one id")
             item.user_properties.append(("control", marker.args[0]))
-        _group_for_parallel_runs(item)
-
-
-def _group_for_parallel_runs(item: pytest.Item) -> None:
-    """Under `pytest -n N --dist loadgroup` a module's tests share one worker (its module-scoped
-    fixtures, such as a note written through the proxy, are made once) and the modules run side
-    by side."""
-    if item.get_closest_marker("xdist_group") is not None:
-        return
-    name = getattr(item, "originalname", item.name)
-    group = name if name in RUN_ALONE else item.nodeid.split("::", 1)[0]
-    item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
