@@ -36,6 +36,7 @@ UP_STEPS = [
 DOWN_STEPS = [
     "stopping the machines and the sentinel",
     "unmounting the disks and detaching the volume",
+    "keeping the packages the machines downloaded for the next lab",
     "removing the networks and the containment",
     "removing the lab's files",
 ]
@@ -128,6 +129,7 @@ def faked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
         "snapshot",
         SimpleNamespace(take=called("snapshot.take", {}), save=called("snapshot.save")),
     )
+    monkeypatch.setattr(lifecycle, "packages", SimpleNamespace(harvest=called("harvest", 0)))
     monkeypatch.setattr(
         lifecycle,
         "network",

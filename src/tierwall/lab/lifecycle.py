@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from tierwall.inventory import write_inventory
-from tierwall.lab import machines, network, snapshot
+from tierwall.lab import machines, network, packages, snapshot
 from tierwall.lab.addressing import (
     BASE_SUITE,
     INTERNET_BRIDGE,
@@ -385,6 +385,8 @@ def teardown(state: State, keep_data: bool) -> None:
         for device in sorted(set(state.loops) | set(_our_loops())):
             run(["losetup", "-d", device], check=False)
         machines.remove_cgroups(state.cgroups)
+    with step("keeping the packages the machines downloaded for the next lab"):
+        packages.harvest(sorted(RUN_DIR.glob("*/upper")))
     with step("removing the networks and the containment"):
         extra_ns = [n for n in _netns_names() if _OUR_NETNS.match(n)]
         state.root_links = sorted(

@@ -30,7 +30,8 @@ import uuid
 from pathlib import Path
 
 from tierwall.cloud_init import cloud_config
-from tierwall.lab.addressing import BASE_DIR, RUN_DIR, VOLUME_SIZE, netns
+from tierwall.lab import packages
+from tierwall.lab.addressing import RUN_DIR, VOLUME_SIZE, netns
 from tierwall.lab.state import State
 from tierwall.lab.system import LabError, log, run
 from tierwall.topology import DB, Host
@@ -73,7 +74,7 @@ def mount_overlay(state: State, host: str) -> bool:
                 "overlay",
                 "overlay",
                 "-o",
-                f"lowerdir={BASE_DIR},upperdir={upper},workdir={work}",
+                f"lowerdir={packages.lower_dirs()},upperdir={upper},workdir={work}",
                 str(merged),
             ]
         )
