@@ -1,24 +1,27 @@
-"""How long the lab takes to come up and to converge, each beside its floor.
+"""How long the lab takes to come up, converge and verify, each phase beside its budget and floor.
 
-    .venv/bin/python bench/lab_timings.py [--skip-cold] [--suites] [--skip-apt-floor]
+    .venv/bin/python bench/lab_timings.py [--skip-cold] [--suites] [--make-lab]
 
-Destroys and rebuilds the lab (its machines, not the base image unless cold) and leaves it up and
-converged. Steps, in this order:
+Destroys and rebuilds the lab (its machines; the base image too unless --skip-cold) and leaves it
+up and converged. Steps, in this order:
 
-1. cold ``tierwall lab up --rebuild-base`` (debootstrap included); floor: debootstrap alone (the
-   time ``up`` reports for the image);
-2. full converge of that fresh lab (``unlock-db.yml`` then ``site.yml``, as ``make converge``);
-3. no-op re-converge of ``site.yml``, twice (target: 30 s or less, every host changed=0); floor: the
-   per-task cost of Ansible on this machine (a play of 20 ``ping`` tasks on every host) times the
-   number of tasks the busiest host ran;
-4. with ``--suites``: the verification suites (tests/lab and tests/testinfra, lifecycle excluded);
-5. warm ``tierwall lab down`` + ``up`` (cached image); floor: the machines' own boot time;
-6. the apt floor: on a fresh proxy machine, ``apt-get install`` of every package the converge added
-   on any host (one host, direct egress, no proxy chain): what a converge cannot beat; then
-   ``down`` + ``up`` again;
-7. a full converge of the fresh lab again (a second figure; the lab is left up and converged).
+1. ``tierwall lab down``, then ``up`` (``--rebuild-base`` unless --skip-cold: debootstrap, its floor);
+2. full converge of the fresh lab (``unlock-db.yml`` then ``site.yml``, as ``make converge``), with
+   the lab's package cache as it is (/var/cache/tierwall/packages-<suite>);
+3. no-op re-converge of ``site.yml``, twice (budget 30 s each, every host changed=0); floor: the
+   per-task cost of Ansible here (a play of 21 ``ping`` tasks against one of 1) times the tasks
+   of the busiest host;
+4. with ``--suites``: ``make unit`` (budget 30 s) and ``make live-passes`` (both live passes,
+   budget 120 s);
+5. the apt floor: on a fresh proxy machine, download and install every package the converge added
+   on any host into an empty archive directory (one host, direct egress, no cache): what a
+   converge without a cache cannot beat; the fresh converge's budget is twice that. Then a warm
+   ``down`` + ``up`` (floor: the machines' own boot);
+6. with ``--make-lab``: ``make lab`` from a stopped lab (base image cached; budget 5 min);
+   otherwise a second full converge of a fresh lab.
 
-Figures are wall-clock seconds on this machine; only the ratios carry over to another.
+The summary gives the per-host share of the converges; bench/scale.py measures the marginal cost
+of one more app server. Figures are wall-clock seconds on this machine; only the ratios carry over.
 """
 
 from __future__ import annotations
@@ -44,10 +47,16 @@ from _common import (
 )
 
 from tierwall.lab.image import BASE_DIR
+from tierwall.lab.packages import ARCHIVES, PACKAGES_DIR
 from tierwall.paths import LAB_DIR, REPO
 
 PLAYBOOKS = REPO / "ansible" / "playbooks"
+# Budgets (the fast-feedback targets, on the 2-core development machine).
 NOOP_TARGET_S = 30.0
+UNIT_TARGET_S = 30.0
+LIVE_TARGET_S = 120.0
+FRESH_TO_FLOOR = 2.0  # a fresh converge within twice the apt floor measured in the same run
+MAKE_LAB_CACHED_S = 300.0
 RECAP = re.compile(
     r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)"
 )
@@ -136,146 +145,130 @@ def boot_seconds(lab_: Lab) -> float:
     return slowest
 
 
+def budget(figure: str, seconds: float, limit: float | None, floor: str = "") -> Figure:
+    """A phase beside its budget (and its floor, where it has one); printed at once."""
+    target = f"<= {limit:.0f} s" if limit is not None else "-"
+    if floor:
+        target = f"{target}; {floor}" if limit is not None else floor
+    made = Figure(figure, f"{seconds:.1f} s", target, None if limit is None else seconds <= limit)
+    note(made)
+    return made
+
+
+def timed_make(target: str, timeout: float = 3600) -> float:
+    started = time.monotonic()
+    done = run(["make", "--no-print-directory", target], timeout=timeout, env=ANSIBLE_ENV, check=False)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        raise BenchError(f"make {target} failed, no figure:\n{tail}")
+    return time.monotonic() - started
+
+
+def apt_floor(lab_: Lab, packages: set[str]) -> float:
+    """Every package the converge added, downloaded and installed on one fresh proxy machine
+    with direct egress, into an empty archive directory (the lab's package cache left out)."""
+    proxy = lab_.first("proxy")
+    started = time.monotonic()
+    lab_.ssh(
+        proxy,
+        "export DEBIAN_FRONTEND=noninteractive; mkdir -p /var/tmp/apt-floor/partial; apt-get update -qq; "
+        "apt-get install -y -qq --no-install-recommends -o Dir::Cache::Archives=/var/tmp/apt-floor/ "
+        f"{' '.join(sorted(packages))} >/dev/null",
+        timeout=1800,
+    )
+    return time.monotonic() - started
+
+
+def noop_runs(count: int = 2) -> tuple[list[float], int]:
+    runs, busiest = [], 0
+    for _ in range(count):
+        seconds, recap = playbook("site.yml")
+        changed = {h: r["changed"] for h, r in recap.items() if r["changed"] or r["failed"]}
+        if changed:
+            raise BenchError(f"a re-converge changed or failed on {changed}: not a no-op, no figure")
+        runs.append(round(seconds, 1))
+        busiest = max(r["ok"] + r["skipped"] for r in recap.values())
+    return runs, busiest
+
+
+def added_packages(lab_: Lab) -> set[str]:
+    base = base_manual_packages()
+    added: set[str] = set()
+    for host in lab_.hosts:
+        added |= manual_packages(lambda script, h=host: lab_.ssh(h, script)) - base
+    return added
+
+
 def body() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--skip-cold", action="store_true", help="keep the cached base image (no debootstrap)"
     )
-    parser.add_argument("--suites", action="store_true", help="also time the verification suites")
-    parser.add_argument("--skip-apt-floor", action="store_true", help="skip step 6")
+    parser.add_argument("--suites", action="store_true", help="also time the unit and live suites")
+    parser.add_argument("--make-lab", action="store_true", help="also time `make lab` from a stopped lab")
     args = parser.parse_args()
     figures: list[Figure] = []
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = {"package_cache_debs": len(list((PACKAGES_DIR / ARCHIVES).glob("*.deb")))}
 
-    print("1. tearing the lab down, cold up", flush=True)
+    print("1. tearing the lab down, up again", flush=True)
     lab("down")
-    up_args = [] if args.skip_cold else ["--rebuild-base"]
-    seconds, output = lab("up", *up_args)
+    seconds, output = lab("up", *([] if args.skip_cold else ["--rebuild-base"]))
     image = re.search(r"base image built in (\d+) s", output)
-    data["up_cold_s"] = None if args.skip_cold else round(seconds, 1)
-    data["debootstrap_s"] = int(image.group(1)) if image else None
-    if not args.skip_cold:
-        figures.append(
-            Figure(
-                "cold lab up (no image cache)",
-                f"{seconds:.0f} s",
-                f"floor: debootstrap {data['debootstrap_s']} s",
-            )
-        )
-        note(figures[-1])
+    data.update(up_s=round(seconds, 1), debootstrap_s=int(image.group(1)) if image else None)
+    label = "lab up, base image cached" if args.skip_cold else "cold lab up (base image rebuilt)"
+    floor = f"floor: debootstrap {data['debootstrap_s']} s" if image else ""
+    figures.append(budget(label, seconds, None, floor))
 
     print("2. full converge of the fresh lab", flush=True)
     fresh, recap = converge()
     if any(r["failed"] for r in recap.values()):
         raise BenchError(f"the first converge failed: {recap}")
-    data["converge_fresh_s"] = [round(fresh, 1)]
+    hosts = len(recap)
     lab_ = Lab()
-    added = set()
-    base = base_manual_packages()
-    for host in lab_.hosts:
-        added |= manual_packages(lambda script, h=host: lab_.ssh(h, script)) - base
-    data["packages_added"] = sorted(added)
+    packages = added_packages(lab_)
+    data.update(converge_fresh_s=round(fresh, 1), hosts=hosts, packages_added=sorted(packages))
 
     print("3. no-op re-converge, twice", flush=True)
-    noops = []
-    for _ in range(2):
-        seconds, recap = playbook("site.yml")
-        changed = {h: r["changed"] for h, r in recap.items() if r["changed"] or r["failed"]}
-        if changed:
-            raise BenchError(f"a re-converge changed or failed on {changed}: not a no-op, no figure")
-        noops.append(round(seconds, 1))
-    busiest = max(r["ok"] for r in recap.values())
+    noops, busiest = noop_runs()
     per_task = per_task_seconds()
     data.update(noop_s=noops, busiest_host_tasks=busiest, per_task_s=round(per_task, 3))
-    best = min(noops)
-    figures.append(
-        Figure(
-            "no-op re-converge, site.yml (best of 2)",
-            f"{best:.1f} s",
-            f"<= {NOOP_TARGET_S:.0f} s",
-            best <= NOOP_TARGET_S,
-        )
-    )
-    note(figures[-1])
-    figures.append(
-        Figure(
-            "  floor: per-task cost x tasks of the busiest host",
-            f"{per_task * busiest:.1f} s",
-            f"{per_task:.2f} s x {busiest}",
-        )
-    )
-    note(figures[-1])
+    for number, seconds in enumerate(noops, 1):
+        floor = f"floor {per_task * busiest:.1f} s ({per_task:.2f} s x {busiest} tasks)"
+        figures.append(budget(f"no-op re-converge, run {number}", seconds, NOOP_TARGET_S, floor))
 
     if args.suites:
-        print("4. verification suites", flush=True)
-        started = time.monotonic()
-        done = run(
-            [
-                str(BIN / "pytest"),
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "tests/lab",
-                "tests/testinfra",
-                "-m",
-                "not lab_lifecycle",
-                f"--ansible-inventory={LAB_DIR / 'inventory.yml'}",
-            ],
-            timeout=3600,
-            env=ANSIBLE_ENV,
-            check=False,
-        )
-        seconds = time.monotonic() - started
-        summary = (done.stdout.strip().splitlines() or ["(no output)"])[-1]
-        data.update(suites_s=round(seconds, 1), suites_summary=summary, suites_passed=done.returncode == 0)
-        figures.append(
-            Figure("verification suites (tests/lab + tests/testinfra)", f"{seconds:.0f} s", summary)
-        )
-        note(figures[-1])
+        print("4. unit tests and the live suites", flush=True)
+        data["unit_s"] = round(timed_make("unit"), 1)
+        figures.append(budget("tests/unit", data["unit_s"], UNIT_TARGET_S))
+        data["live_s"] = round(timed_make("live-passes"), 1)
+        figures.append(budget("live suites (both passes)", data["live_s"], LIVE_TARGET_S))
 
-    print("5. warm down + up", flush=True)
+    print("5. the apt floor on a fresh proxy machine, then down + up", flush=True)
+    lab("down")
+    lab("up")
+    data["apt_floor_s"] = round(apt_floor(Lab(), packages), 1)
+    limit = FRESH_TO_FLOOR * data["apt_floor_s"]
+    figures.insert(1, budget("full converge of a fresh lab", fresh, limit,
+                             f"floor: apt alone {data['apt_floor_s']:.0f} s"))  # fmt: skip
     down_s, _ = lab("down")
     up_s, _ = lab("up")
-    boot = boot_seconds(Lab())
-    data.update(down_s=round(down_s, 1), up_warm_s=round(up_s, 1), boot_s=round(boot, 1))
-    figures.append(Figure("warm lab up (cached image)", f"{up_s:.1f} s", f"floor: boot {boot:.1f} s"))
-    note(figures[-1])
-    figures.append(Figure("lab down", f"{down_s:.1f} s"))
-    note(figures[-1])
+    data.update(down_s=round(down_s, 1), up_warm_s=round(up_s, 1), boot_s=round(boot_seconds(Lab()), 1))
+    figures.append(budget("warm lab up", up_s, None, f"floor: boot {data['boot_s']:.1f} s"))
+    figures.append(budget("lab down", down_s, None))
 
-    if not args.skip_apt_floor:
-        print("6. apt floor on a fresh proxy machine", flush=True)
-        lab_ = Lab()
-        proxy = lab_.first("proxy")
-        packages = " ".join(sorted(added))
-        started = time.monotonic()
-        lab_.ssh(
-            proxy,
-            "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; "
-            f"apt-get install -y -qq --no-install-recommends {packages} >/dev/null",
-            timeout=1800,
-        )
-        data["apt_floor_s"] = round(time.monotonic() - started, 1)
+    if args.make_lab:
+        print("6. make lab from a stopped lab (base image cached)", flush=True)
         lab("down")
-        lab("up")
+        data["make_lab_s"] = round(timed_make("lab"), 1)
+        figures.append(budget("make lab, base image cached", data["make_lab_s"], MAKE_LAB_CACHED_S))
+    else:
+        print("6. full converge again (the lab stays usable)", flush=True)
+        again, _ = converge()
+        data["converge_fresh_again_s"] = round(again, 1)
+        figures.append(budget("full converge of a fresh lab, again", again, limit))
 
-    print("7. full converge again (a second figure; the lab stays usable)", flush=True)
-    fresh2, recap = converge()
-    if any(r["failed"] for r in recap.values()):
-        raise BenchError(f"the second fresh converge failed: {recap}")
-    data["converge_fresh_s"].append(round(fresh2, 1))
-    fresh_best = min(data["converge_fresh_s"])
-    floor = f"floor: apt alone {data['apt_floor_s']:.0f} s" if "apt_floor_s" in data else "-"
-    figures.insert(
-        1 if not args.skip_cold else 0,
-        Figure(
-            f"full converge of a fresh lab (best of {len(data['converge_fresh_s'])})",
-            f"{fresh_best:.0f} s",
-            floor,
-        ),
-    )
-
-    print()
+    print(f"\nper host ({hosts} hosts): fresh converge {fresh / hosts:.0f} s, no-op "
+          f"{min(noops) / hosts:.1f} s; the marginal cost of one more host: bench/scale.py")  # fmt: skip
     print_table(figures)
     data["figures"] = [f.__dict__ for f in figures]
     write_report("lab_timings", data)
