@@ -41,6 +41,7 @@ from stack_graph import (
 )
 
 from tierwall.config import ALLOWED_LOCATIONS
+from tierwall.topology import subnet_of
 
 MANDATORY = EnforcementLevel.MANDATORY
 _GERMANY = ", ".join(f"{k} ({v})" for k, v in ALLOWED_LOCATIONS.items())
@@ -134,7 +135,7 @@ def _within(source: str, allowed: list[str]) -> bool:
     network = ipaddress.ip_network(source, strict=False)
     for entry in allowed:
         candidate = ipaddress.ip_network(entry, strict=False)
-        if candidate.version == network.version and network.subnet_of(candidate):  # type: ignore[arg-type]
+        if subnet_of(network, candidate):
             return True
     return False
 

@@ -84,4 +84,5 @@ def reaches_beyond_private(destination: str) -> bool:
         network = ipaddress.ip_network(str(destination), strict=False)
     except ValueError:
         return True
-    return not any(network.version == r.version and network.subnet_of(r) for r in RFC1918)
+    # RFC1918 holds IPv4 networks only: an IPv6 destination is never inside it.
+    return not any(isinstance(network, ipaddress.IPv4Network) and network.subnet_of(r) for r in RFC1918)

@@ -13,6 +13,7 @@ Mitogen out when a run misbehaves, or for an Ansible release Mitogen does not su
 from __future__ import annotations
 
 import os
+from typing import Any
 
 
 def strategy_module(name: str) -> type:
@@ -35,7 +36,7 @@ def strategy_module(name: str) -> type:
         _list_collections_once()
         return super(cls, self).run(iterator, play_context)
 
-    cls = type("StrategyModule", (ansible_mitogen.strategy.StrategyMixin, base), {"run": run})
+    cls: type[Any] = type("StrategyModule", (ansible_mitogen.strategy.StrategyMixin, base), {"run": run})
     return cls
 
 

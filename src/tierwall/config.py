@@ -28,6 +28,7 @@ from tierwall.topology import (
     Topology,
     TopologyError,
     build_topology,
+    subnet_of,
 )
 
 NAMESPACE = "tierwall"
@@ -184,7 +185,7 @@ def _admin_cidrs(value: Any) -> tuple[str, ...]:
                 f"{entry} would open the bastion's SSH to the whole internet; "
                 "list your operators' own addresses (e.g. 198.51.100.7/32)"
             )
-        if any(network.subnet_of(r) for r in _NON_PUBLIC if r.version == network.version):
+        if any(subnet_of(network, r) for r in _NON_PUBLIC):
             raise _Invalid(
                 f"{entry} is not a public address range (private, loopback or link-local); "
                 "the bastion's firewall filters its public interface, list the operators' public addresses"
@@ -228,7 +229,12 @@ def _private_cidr(value: Any) -> str:
         network = ipaddress.ip_network(str(value), strict=True)
     except ValueError as exc:
         raise _Invalid(f"{value!r} is not a network CIDR ({exc}); write e.g. 10.10.1.0/24") from None
-    if network.version != 4 or not network.is_private or network.is_loopback or network.is_link_local:
+    if (
+        not isinstance(network, ipaddress.IPv4Network)
+        or not network.is_private
+        or network.is_loopback
+        or network.is_link_local
+    ):
         raise _Invalid(
             f"{value} is not a private IPv4 range; use RFC 1918 (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)"
         )

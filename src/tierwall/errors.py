@@ -11,7 +11,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import traceback
-from typing import TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from tierwall.config import ConfigError
 from tierwall.inventory import InventoryError
@@ -148,7 +149,9 @@ def _argv(cmd: object) -> str:
     return " ".join(map(str, cmd)) if isinstance(cmd, list | tuple) else str(cmd)
 
 
-_TRANSLATIONS = (
+# Each translation takes an exception of its own kind (explain() checks isinstance first), so the
+# table's common type can only say "an exception": Any.
+_TRANSLATIONS: tuple[tuple[type[BaseException], Callable[[Any], TierwallError]], ...] = (
     (ConfigError, _config),
     (TopologyError, _topology),
     (InventoryError, _inventory),

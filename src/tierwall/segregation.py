@@ -593,9 +593,9 @@ def _echo_all(addresses: list[str], timeout: float) -> list[tuple[str, tuple | N
         ready, _, _ = select.select(list(sockets.values()), [], [], left)
         for sock in ready:
             packet, sender = sock.recvfrom(65535)
-            seq = _echo_reply(4 if sock is sockets[4] else 6, packet, ident)
-            if seq is not None and seq < len(addresses) and _same(sender[0], addresses[seq]):
-                results[seq] = (CONNECTED, None)
+            replied = _echo_reply(4 if sock is sockets[4] else 6, packet, ident)
+            if replied is not None and replied < len(addresses) and _same(sender[0], addresses[replied]):
+                results[replied] = (CONNECTED, None)
     for sock in sockets.values():
         sock.close()
     return results

@@ -39,7 +39,20 @@ MAX_HOSTS_PER_TIER = 9
 DB_COUNT = 1
 
 # The private ranges every tierwall network must lie in (Hetzner private networks are RFC 1918).
-RFC1918 = tuple(ipaddress.ip_network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+RFC1918 = tuple(ipaddress.IPv4Network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+
+
+def subnet_of(
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    other: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> bool:
+    """``network.subnet_of(other)`` for two networks of the same IP version, False across versions
+    (where ``subnet_of`` itself raises TypeError)."""
+    if isinstance(network, ipaddress.IPv4Network) and isinstance(other, ipaddress.IPv4Network):
+        return network.subnet_of(other)
+    if isinstance(network, ipaddress.IPv6Network) and isinstance(other, ipaddress.IPv6Network):
+        return network.subnet_of(other)
+    return False
 
 
 class TopologyError(ValueError):

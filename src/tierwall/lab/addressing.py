@@ -30,9 +30,9 @@ import os
 from pathlib import Path
 
 INTERNET_BRIDGE = "tw-internet"
-INTERNET_CIDR = ipaddress.ip_network("203.0.113.0/26")
-OPERATOR = ipaddress.ip_address("203.0.113.1")  # root namespace, gateway of the proxies
-SENTINEL = ipaddress.ip_address("203.0.113.50")
+INTERNET_CIDR = ipaddress.IPv4Network("203.0.113.0/26")
+OPERATOR = ipaddress.IPv4Address("203.0.113.1")  # root namespace, gateway of the proxies
+SENTINEL = ipaddress.IPv4Address("203.0.113.50")
 SENTINEL_NS = "tw-sentinel"
 SENTINEL_PORTS = (80, 443)
 SWITCH_NS = "tw-switch"

@@ -147,7 +147,7 @@ def ssh_argv(
 
 
 def hosts_of(inventory: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    result = {}
+    result: dict[str, dict[str, Any]] = {}
     for group in inventory["all"]["children"].values():
         result.update(group.get("hosts") or {})
     return result

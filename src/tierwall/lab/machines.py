@@ -360,7 +360,7 @@ def wait_running(host: str, pid: int, timeout: float = 120) -> str:
 
 
 def system_state(pid: int | None) -> str:
-    if not pid_alive(pid, "systemd-nspawn"):
+    if pid is None or not pid_alive(pid, "systemd-nspawn"):
         return "stopped"
     result = in_machine(pid, ["systemctl", "is-system-running"], timeout=10)
     return result.stdout.strip() or "unknown"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -52,7 +53,7 @@ def uplink() -> tuple[str, list[ipaddress.IPv4Network]]:
     dev = routes[0]["dev"]
     addrs = json.loads(run(["ip", "-j", "-4", "addr", "show", "dev", dev]).stdout or "[]")
     nets = [
-        ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False)
+        ipaddress.IPv4Network(f"{a['local']}/{a['prefixlen']}", strict=False)  # `ip -4`: IPv4 only
         for entry in addrs
         for a in entry.get("addr_info", [])
     ]
@@ -75,11 +76,11 @@ def resolvers(path: Path = Path("/etc/resolv.conf")) -> list[str]:
 
 def outside_addresses() -> dict[str, ipaddress.IPv4Address]:
     """Addresses the lab must reach through the uplink: the resolvers and the Debian mirror."""
-    found = {f"resolver {a}": ipaddress.ip_address(a) for a in resolvers()}
+    found = {f"resolver {a}": ipaddress.IPv4Address(a) for a in resolvers()}  # resolvers(): IPv4 only
     mirror = urlsplit(MIRROR).hostname or ""
     try:
         for info in socket.getaddrinfo(mirror, 80, socket.AF_INET, socket.SOCK_STREAM):
-            found[f"mirror {mirror}"] = ipaddress.ip_address(info[4][0])
+            found[f"mirror {mirror}"] = ipaddress.IPv4Address(info[4][0])  # AF_INET
     except OSError:
         pass  # no DNS: debootstrap will say so
     return found
@@ -274,8 +275,8 @@ def nft_ruleset(
     uplink_dev: str,
     dns: list[str],
     forward_was_off: bool,
-    uplink_nets: list[ipaddress.IPv4Network] = (),
-    mirrors: list[str] = (),
+    uplink_nets: Sequence[ipaddress.IPv4Network] = (),
+    mirrors: Sequence[str] = (),
 ) -> str:
     """The lab's table: from the lab's public range only DNS to the resolvers and TCP 80/443 to
     public addresses (never this machine's own uplink network) leave, masqueraded."""
@@ -323,7 +324,7 @@ def nft_ruleset(
 
 
 def install_nft(
-    state: State, uplink_dev: str, dns: list[str], uplink_nets: list[ipaddress.IPv4Network] = ()
+    state: State, uplink_dev: str, dns: list[str], uplink_nets: Sequence[ipaddress.IPv4Network] = ()
 ) -> None:
     mirrors = sorted({str(a) for what, a in outside_addresses().items() if what.startswith("mirror")})
     if state.ip_forward_before is None:
@@ -369,7 +370,7 @@ def network_healthy(state: State, topology: Topology) -> list[str]:
 # -- teardown -----------------------------------------------------------------------------------
 
 
-def teardown_network(state: State, extra_netns: list[str] = ()) -> None:
+def teardown_network(state: State, extra_netns: Sequence[str] = ()) -> None:
     """Remove what ``state`` records (and the stable names in ``extra_netns``), nothing else."""
     for ns in [*state.netns, *extra_netns]:
         if netns_exists(ns):
