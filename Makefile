@@ -106,9 +106,11 @@ AUDIT = $(BIN)/tierwall audit --segregation $(REPORTS)/segregation.json --target
         --junit $$(ls -d $(EVIDENCE) 2>/dev/null)
 
 .PHONY: lint unit integration live-tests lifecycle audit test
-## lint: ruff and ansible-lint (production profile)
+## lint: ruff, mypy (src/, infra/) and ansible-lint (production profile)
 lint: deps
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/mypy infra/policy
 	$(BIN)/ansible-lint -q --profile production ansible/
 
 ## unit: pure Python tests: no root, no network namespace, no server started (seconds)
