@@ -55,6 +55,9 @@ from ansible.template import Templar, trust_as_template
 from tierwall.inventory import Access, build_inventory
 from tierwall.topology import build_topology
 
+# Only with a Debian 13 tree (make trixie-configs): deselected from the other suites, never skipped there.
+pytestmark = pytest.mark.trixie_tree
+
 REPO = Path(__file__).resolve().parents[2]
 ROLES = REPO / "ansible" / "roles"
 GROUP_VARS = REPO / "ansible" / "playbooks" / "group_vars"
