@@ -22,6 +22,7 @@ from tierwall.inventory import (
     write_inventory,
 )
 from tierwall.lab.cli import register as register_lab
+from tierwall.mutate import register as register_mutate
 from tierwall.paths import LAB_DIR, REPO
 from tierwall.ssh_config import register as register_ssh_config
 
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=_audit)
 
     register_lab(sub)
+    register_mutate(sub)
     register_deploy(sub)
     register_ssh_config(sub)
     return parser

@@ -48,6 +48,7 @@ def test_every_environment_variable_of_the_unit_is_read_by_the_app() -> None:
     assert not re.search(r"PASSWORD|TOKEN|SECRET|KEY=(?!%d)", "\n".join(names)), "a secret in the environment"
 
 
+@pytest.mark.control("HARD-01")
 @pytest.mark.parametrize(
     "line",
     [
