@@ -143,10 +143,19 @@ lifecycle: deps
 audit: deps
 	$(AUDIT)
 
+# Each mutation of audit/mutations.yaml breaks one promise in a scratch copy of the repository;
+# that control's tests must fail there (apt-deps: the rendered mutations run nginx -t). The
+# mutations that need a running lab are listed, not run, until the lab part exists.
+.PHONY: mutate
+## mutate: break each control on purpose in a scratch copy; its tests must turn it red (the score)
+mutate: deps apt-deps
+	@mkdir -p $(REPORTS)
+	$(BIN)/tierwall mutate --layer code,rendered
+
 # The lifecycle suite runs after the other live suites (it rebuilds the machines) and before the
 # audit, so its evidence reaches the report too.
-## test: what CI runs: lint, unit, integration, the live suites, the lifecycle suite, the audit
-test: lint unit integration live-tests lifecycle
+## test: what CI runs: lint, unit, integration, mutate, the live suites, the lifecycle suite, the audit
+test: lint unit integration mutate live-tests lifecycle
 	@rm -f $(REPORTS)/report.*
 	$(AUDIT)
 

@@ -109,20 +109,28 @@ def test_pg_hba_is_tls_scram_from_app_addresses_only() -> None:
     assert not {ln[-1] for ln in lines} & {"trust", "password", "md5", "ident"}
 
 
-def test_server_settings() -> None:
-    """The drop-in pins the backend address, TLS, SCRAM, connection logging and pgAudit."""
+def _server_settings() -> dict[str, str]:
     text = _render("postgresql-tierwall.conf.j2")
-    settings = dict(
-        (m.group(1), m.group(2).strip()) for m in re.finditer(r"^([a-z_.]+) = ([^#\n]+)", text, re.M)
-    )
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^([a-z_.]+) = ([^#\n]+)", text, re.M)}
+
+
+def test_server_settings() -> None:
+    """The drop-in pins the backend address, TLS and SCRAM."""
+    settings = _server_settings()
     assert settings["listen_addresses"] == "'10.10.2.30'"
     assert settings["ssl"] == "on"
     assert settings["ssl_min_protocol_version"] == "'TLSv1.3'"
     assert settings["password_encryption"] == "'scram-sha-256'"
+    assert settings["wal_compression"] == "lz4"  # less WAL to encrypt (bench/README.md)
+
+
+@pytest.mark.control("LOG-01")
+def test_connections_and_audit_logging_are_configured() -> None:
+    """Who connected, from where, and pgAudit loaded, without statement parameters in the log."""
+    settings = _server_settings()
     assert settings["log_connections"] == settings["log_disconnections"] == "on"
     assert settings["shared_preload_libraries"] == "'pgaudit'"
     assert settings["pgaudit.log_parameter"] == "off"
-    assert settings["wal_compression"] == "lz4"  # less WAL to encrypt (bench/README.md)
     for escape in ("%m", "%u", "%d", "%h"):
         assert escape in settings["log_line_prefix"]
 

@@ -153,14 +153,15 @@ def test_environment(root: Path) -> dict[str, str]:
 def judge(mutation: Mutation, result: TestRun, baseline: TestRun, controls: tuple[Control, ...]) -> Outcome:
     """Killed, survived or error, from the mutated run's JUnit compared with the baseline's."""
     problem = _unusable(mutation, result, baseline, controls)
-    if problem:
-        return Outcome(mutation, ERROR, result.seconds, problem)
-    failed = _failed_controls(result.run, controls)
+    mutated = result.run
+    if problem or mutated is None:
+        return Outcome(mutation, ERROR, result.seconds, problem or "the mutated run wrote no JUnit")
+    failed = _failed_controls(mutated, controls)
     new = result.failing - baseline.failing
-    unmarked = tuple(sorted(r.nodeid for r in result.run.results if not r.controls and r.nodeid in new))
+    unmarked = tuple(sorted(r.nodeid for r in mutated.results if not r.controls and r.nodeid in new))
     if mutation.control in failed:
         return Outcome(mutation, KILLED, result.seconds, f"{mutation.control} failed", failed, unmarked)
-    return Outcome(mutation, SURVIVED, result.seconds, _survival_note(mutation, result, failed, unmarked),
+    return Outcome(mutation, SURVIVED, result.seconds, _survival_note(mutation, mutated, failed, unmarked),
                    failed, unmarked)  # fmt: skip
 
 
@@ -171,7 +172,7 @@ def _unusable(mutation: Mutation, result: TestRun, baseline: TestRun, controls: 
         # means the selection itself is broken.
         if run.returncode not in (0, 1) or run.run is None:
             return f"pytest {name} exited {run.returncode}:\n{run.output.strip()}"
-    if mutation.control in _failed_controls(baseline.run, controls):
+    if baseline.run is not None and mutation.control in _failed_controls(baseline.run, controls):
         return f"{mutation.control} already fails without the mutation: fix that first"
     return ""
 
@@ -184,10 +185,8 @@ def _failed_controls(run: Run, controls: tuple[Control, ...]) -> tuple[str, ...]
     return tuple(s.control.id for s in statuses if s.status == CONTROL_FAILED)
 
 
-def _survival_note(
-    mutation: Mutation, result: TestRun, failed: tuple[str, ...], unmarked: tuple[str, ...]
-) -> str:
-    if result.run.for_control(mutation.control):
+def _survival_note(mutation: Mutation, run: Run, failed: tuple[str, ...], unmarked: tuple[str, ...]) -> str:
+    if run.for_control(mutation.control):
         note = f"every test of {mutation.control} passed with the mutation in place"
     else:
         note = f"the selection holds no test of {mutation.control}"
