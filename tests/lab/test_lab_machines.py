@@ -5,6 +5,8 @@ nothing here sends a packet to a real public address)."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tierwall.lab.addressing import NO_ROUTE_PROBES, SENTINEL_PORTS
-from tierwall.lab.inventory import INVENTORY, KNOWN_HOSTS
+from tierwall.lab.inventory import INVENTORY
 from tierwall.topology import APP, BACKEND, DB, FRONTEND, PROXY
 
 pytestmark = pytest.mark.lab
@@ -133,39 +135,38 @@ def test_direct_ssh_to_app_or_db_fails(lab):
         assert time.monotonic() - started < 2
 
 
+def _to_bastion(lab, user: str, *options: str) -> subprocess.CompletedProcess[str]:
+    """``ssh user@proxy true`` with the inventory's own options for the proxy (its known hosts,
+    its key and the lab's containment gate) plus ``options``, which come first and so win."""
+    proxy = lab.names(PROXY)[0]
+    inventory_options = shlex.split(lab.hosts[proxy]["ansible_ssh_common_args"])
+    return subprocess.run(
+        ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", *options, *inventory_options,
+         f"{user}@{lab.hosts[proxy]['ansible_host']}", "true"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
 @pytest.mark.control("AC-03")
 def test_no_root_login_and_no_password(lab):
-    proxy = lab.hosts[lab.names(PROXY)[0]]["ansible_host"]
     for user, extra in (
         ("root", []),
         ("ops", ["-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"]),
     ):
-        result = subprocess.run(
-            [
-                "ssh",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "ConnectTimeout=5",
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                f"UserKnownHostsFile={KNOWN_HOSTS}",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-i",
-                lab.vars["ansible_ssh_private_key_file"],
-                *extra,
-                f"{user}@{proxy}",
-                "true",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        result = _to_bastion(lab, user, *extra)
         assert result.returncode == 255, (user, result.stderr)
         assert "Permission denied" in result.stderr, (user, result.stderr)
+
+
+@pytest.mark.control("AC-03")
+@pytest.mark.parametrize("user", ["ops", "root"])
+def test_the_bastion_offers_public_keys_only(lab, user):
+    """Whatever the client would try, the server itself offers only public-key authentication:
+    asked with no method at all (nothing is sent but the user name), it lists what may continue."""
+    result = _to_bastion(lab, user, "-v", "-o", "PreferredAuthentications=none")
+    offered = re.findall(r"Authentications that can continue: (\S+)", result.stderr)
+    assert offered, result.stderr[-2000:]
+    assert set(offered) == {"publickey"}, offered
 
 
 @pytest.mark.control("NET-06")

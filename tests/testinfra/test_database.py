@@ -599,7 +599,11 @@ def test_after_a_restart_the_data_is_locked_until_unlocked(
         assert all(re.fullmatch(r"[A-Za-z0-9+,_-]{16,}", n) for n in names), names
         assert re.search(r"^Unlocked: No", host.run("fscrypt status %s", ENCRYPTED_DIR).stdout, re.M)
         assert not host.service(UNIT).is_running
-        assert not host.socket(f"tcp://0.0.0.0:{PORT}").is_listening
+        # What really listens, on any address: PostgreSQL binds the backend address, so a check
+        # of the wildcard address alone would pass even with the server up.
+        listening = host.run("ss -Hltn 'sport = :%s'", str(PORT))
+        assert listening.rc == 0, listening.stderr
+        assert listening.stdout.strip() == "", f"something listens on {PORT} while locked: {listening.stdout}"
     finally:
         env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible" / "ansible.cfg")}
         unlocked = subprocess.run(
