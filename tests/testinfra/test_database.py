@@ -349,21 +349,38 @@ KEY_SEARCH = r"""
 import hashlib, os, re, sys
 wanted = set(sys.argv[1:])
 token = re.compile(rb"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])")
+SCRATCH = ("/run", "/tmp", "/var/tmp", "/dev/shm")
 def digests(data):
     return {hashlib.sha256(m.group().lower()).hexdigest() for m in token.finditer(data)} & wanted
+def raw_digests(data, path):
+    # The key as 32 raw bytes: a file of exactly that size anywhere, or any 32-byte window of a
+    # small file where a helper would write it (the scratch file systems).
+    if len(data) == 32:
+        windows = [data]
+    elif path.startswith(SCRATCH) and len(data) <= 65536:
+        windows = (data[i:i + 32] for i in range(len(data) - 31))
+    else:
+        return set()
+    return {hashlib.sha256(w).hexdigest() for w in windows} & wanted
 found = [f"{d} journal" for d in digests(sys.stdin.buffer.read())]
-for top in ("/etc", "/home", "/root", "/tmp", "/var", "/run", "/srv", "/opt", "/usr/local"):
+for top in ("/etc", "/home", "/root", "/tmp", "/var", "/run", "/srv", "/opt", "/usr/local", "/dev/shm"):
     for root, dirs, files in os.walk(top):
         for name in files:
             path = os.path.join(root, name)
             try:
                 if os.path.isfile(path) and not os.path.islink(path):
                     with open(path, "rb") as handle:
-                        found += [f"{d} {path}" for d in digests(handle.read())]
+                        data = handle.read()
+                    found += [f"{d} {path}" for d in digests(data) | raw_digests(data, path)]
             except OSError:
                 pass
 print(chr(10).join(found))
 """
+
+
+def _text_and_raw_digests(key: bytes) -> set[str]:
+    """SHA-256 of the key as lower-case hex text and as its raw bytes."""
+    return {hashlib.sha256(key.hex().encode()).hexdigest(), hashlib.sha256(key).hexdigest()}
 
 
 @pytest.mark.control("ENC-05")
@@ -377,19 +394,31 @@ def test_the_key_is_nowhere_on_the_db(host: Any) -> None:
         key = path.read_text().strip()
     if not key:
         pytest.skip(f"no key to look for: set TIERWALL_PGDATA_KEY or converge the lab (writes {path})")
-    digest = hashlib.sha256(key.lower().encode()).hexdigest()
-    probe = os.urandom(32).hex()
-    probe_digest = hashlib.sha256(probe.encode()).hexdigest()
-    probe_path = f"/tmp/tierwall-key-search-{uuid.uuid4().hex}"
-    assert host.run("umask 077 && echo token=%s > %s", probe, probe_path).rc == 0
+    # Searched for by digest, as hex text and as the 32 raw bytes the unlock helper writes: the
+    # key itself never travels to the host for the search.
+    wanted = _text_and_raw_digests(bytes.fromhex(key))
+    probe = os.urandom(32)
+    probe_digests = _text_and_raw_digests(probe)
+    probe_text = f"/tmp/tierwall-key-search-{uuid.uuid4().hex}"
+    probe_raw = f"/run/tierwall-key-search-{uuid.uuid4().hex}"
+    assert host.run("umask 077 && echo token=%s > %s", probe.hex(), probe_text).rc == 0
+    write_raw = "import sys; open(sys.argv[2], 'wb').write(bytes.fromhex(sys.argv[1]))"
+    assert host.run("umask 077 && python3 -c %s %s %s", write_raw, probe.hex(), probe_raw).rc == 0
+    searched = sorted(wanted | probe_digests)
     try:
-        result = host.run("journalctl -q -o cat | python3 -c %s %s %s", KEY_SEARCH, digest, probe_digest)
+        command = "journalctl -q -o cat | python3 -c" + " %s" * (1 + len(searched))
+        result = host.run(command, KEY_SEARCH, *searched)
     finally:
-        host.run("rm -f %s", probe_path)
+        host.run("rm -f %s %s", probe_text, probe_raw)
     assert result.rc == 0, result.stderr
-    hits = [line.split(" ", 1) for line in result.stdout.splitlines() if line.strip()]
-    assert [probe_digest, probe_path] in hits, f"the search missed the planted token: {hits}"
-    assert [path for found, path in hits if found == digest] == [], "the pgdata key is on the db"
+    hits = {tuple(line.split(" ", 1)) for line in result.stdout.splitlines() if line.strip()}
+    # (The probe's hex form also shows in the journal: the command that planted it is logged.)
+    assert {probe_text, probe_raw} <= {path for found, path in hits if found in probe_digests}, (
+        f"the search missed a planted token: {hits}"
+    )
+    assert [path for found, path in hits if found in wanted] == [], "the pgdata key is on the db"
+    leftovers = host.run("ls -d /run/tierwall-pgdata-key.* 2>/dev/null || true").stdout.split()
+    assert leftovers == [], f"the unlock helper's key files remain: {leftovers}"
 
 # -- least privilege, pseudonymisation -------------------------------------------------------------
 
