@@ -323,3 +323,18 @@ def test_at_most_one_cookie_and_only_a_strict_one(site: Site) -> None:
     for cookie in site.set_cookies:
         attributes = {a.strip().lower() for a in cookie.split(";")[1:]}
         assert {"secure", "httponly", "samesite=strict"} <= attributes, cookie
+
+
+@pytest.mark.control("ENC-02")
+def test_the_apps_own_database_sessions_use_tls_1_3(site: Site, db: Database) -> None:
+    """Not a test client: the sessions the running application itself holds (its pools, named by
+    its application_name) are TLS 1.3 to both databases, as the server sees them."""
+    assert site.call("GET", "/healthz", auth=False).status == 200  # both pools hold a session now
+    rows = db.scalar(
+        "postgres",
+        "SELECT a.usename, s.ssl, coalesce(s.version, '') FROM pg_stat_activity a JOIN pg_stat_ssl s "
+        "USING (pid) WHERE a.application_name = 'tierwall-notes' AND a.backend_type = 'client backend'",
+    )
+    sessions = [line.split("|") for line in rows.splitlines()]
+    assert {user for user, _, _ in sessions} == {"notes_app", "identity_app"}, sessions
+    assert all(ssl == "t" and version == "TLSv1.3" for _, ssl, version in sessions), sessions
