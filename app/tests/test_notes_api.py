@@ -179,7 +179,7 @@ def test_access_log_names_route_templates_only(api: Api, caplog: pytest.LogCaptu
 def test_chat_round_trip_and_retention_purge(api: Api, pg: PgCluster) -> None:
     ref = new_client(api)
     ids = {}
-    for age in (15, 13):
+    for age in (13, 11):
         status, _, body = api.call(
             "POST", "/client/chat", {"sender": "client", "text": f"{age} days"}, client=ref
         )
@@ -192,7 +192,7 @@ def test_chat_round_trip_and_retention_purge(api: Api, pg: PgCluster) -> None:
         )
     pg.execute("notes", PURGE_CHAT_SQL)
     _, _, messages = api.call("GET", "/client/chat", client=ref)
-    assert [(m["sender"], m["text"]) for m in messages] == [("client", "13 days")]
+    assert [(m["sender"], m["text"]) for m in messages] == [("client", "11 days")]
 
 
 def test_contracts_and_their_retention_purge(api: Api, pg: PgCluster) -> None:

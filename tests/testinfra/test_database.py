@@ -52,6 +52,7 @@ APP_PRIVILEGES = {
     },
 }
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+LIBEXEC = "/usr/local/lib/tierwall"  # the role's helper scripts
 RETENTION = {"chat": "tierwall-retention-chat-messages", "contracts": "tierwall-retention-contracts"}
 
 # A PostgreSQL client on the standard library: SSLRequest, TLS verified like verify-full,
@@ -563,14 +564,31 @@ def _run_job(host: Any, unit: str) -> str:
 
 
 @pytest.mark.control("RET-01")
-def test_the_chat_purge_deletes_after_14_days(host: Any) -> None:
-    """The retention job deletes a 15-day-old chat message, keeps a 13-day-old one, and logs the
+def test_no_chat_message_outlives_two_weeks(host: Any) -> None:
+    """The promise with the timer's cadence: what the installed job keeps, plus the longest wait
+    for its next run (daily, up to its random delay late), stays within two weeks."""
+    job = host.file(f"{LIBEXEC}/{RETENTION['chat']}").content_string
+    kept = re.search(r"created_at < now\(\) - interval '(\d+) days'", job)
+    assert kept, job
+    timer = f"{RETENTION['chat']}.timer"
+    calendar = host.run("systemctl show -p TimersCalendar --value %s", timer).stdout
+    assert re.search(r"OnCalendar=\*-\*-\* \d\d:\d\d:\d\d ;", calendar), f"not a daily timer: {calendar}"
+    delay = host.run("systemctl show -p RandomizedDelayUSec --value %s", timer).stdout.strip()
+    span = host.run("systemd-analyze timespan %s", delay or "0").stdout
+    late = int(re.search(r"μs: (\d+)", span).group(1)) / 1e6
+    longest = int(kept.group(1)) * 86400 + 86400 + late
+    assert longest <= 14 * 86400, f"a chat message may live {longest / 86400:.2f} days"
+
+
+@pytest.mark.control("RET-01")
+def test_the_chat_purge_deletes_after_12_days(host: Any) -> None:
+    """The retention job deletes a 13-day-old chat message, keeps an 11-day-old one, and logs the
     number of rows it removed; its timer is active."""
     old, recent, file_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     rows = ", ".join(
         f"('{mid}', '{file_id}', 'client', 'test', '\\x00', '\\x000000000000000000000000', '\\x00', "
         f"now() - interval '{age}')"
-        for mid, age in ((old, "15 days"), (recent, "13 days"))
+        for mid, age in ((old, "13 days"), (recent, "11 days"))
     )
     psql(host, "notes", "INSERT INTO chat_messages (message_id, file_id, sender, key_id, wrapped_key, nonce, "
          f"ciphertext, created_at) VALUES {rows}")  # fmt: skip

@@ -86,6 +86,18 @@ def test_retention_statements_are_the_apps() -> None:
     }
 
 
+@pytest.mark.control("RET-01")
+def test_the_default_chat_retention_keeps_the_two_week_promise() -> None:
+    """The default period plus the daily timer's cadence and random delay stays within 14 days."""
+    days = re.fullmatch(r"(\d+) days", _defaults()["postgresql_retention_chat_period"])
+    assert days, "postgresql_retention_chat_period must be whole days"
+    timer = _render("tierwall-retention.timer.j2", item={"rule": "chat"})
+    assert re.search(r"^OnCalendar=\*-\*-\* \d\d:\d\d:\d\d$", timer, re.M), timer  # daily
+    delay = re.search(r"^RandomizedDelaySec=(\d+)min$", timer, re.M)
+    assert delay, timer
+    assert int(days.group(1)) * 1440 + 1440 + int(delay.group(1)) <= 14 * 1440
+
+
 def _hba_lines(text: str) -> list[list[str]]:
     return [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 # notes database: chat messages are deleted within two weeks (privacy policy VIII).
-PURGE_CHAT_SQL: Final = "DELETE FROM chat_messages WHERE created_at < now() - interval '14 days'"
+PURGE_CHAT_SQL: Final = "DELETE FROM chat_messages WHERE created_at < now() - interval '12 days'"
 
 # identity database: contract records are kept up to 10 years from the end of the relationship.
 PURGE_CONTRACTS_SQL: Final = (

@@ -14,7 +14,7 @@ CREATE TABLE IF NOT EXISTS notes (
 );
 CREATE INDEX IF NOT EXISTS notes_file_id_idx ON notes (file_id);
 
--- Chat messages exchanged during a session: encrypted like notes, purged 14 days after created_at
+-- Chat messages exchanged during a session: encrypted like notes, purged 12 days after created_at (daily: gone within 13 days and 10 minutes)
 -- by the database role's retention timer.
 CREATE TABLE IF NOT EXISTS chat_messages (
     message_id   uuid        PRIMARY KEY,
@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS chat_messages (
     nonce        bytea       NOT NULL CHECK (octet_length(nonce) = 12),
     ciphertext   bytea       NOT NULL,                     -- AES-256-GCM, AAD = kind|file_id|message_id
     enc_version  smallint    NOT NULL DEFAULT 1,
-    created_at   timestamptz NOT NULL DEFAULT now()        -- retention: DELETE ... WHERE created_at < now() - '14 days'
+    created_at   timestamptz NOT NULL DEFAULT now()        -- retention: DELETE ... WHERE created_at < now() - '12 days'
 );
 CREATE INDEX IF NOT EXISTS chat_messages_file_id_idx ON chat_messages (file_id);
 CREATE INDEX IF NOT EXISTS chat_messages_created_at_idx ON chat_messages (created_at);
