@@ -426,6 +426,37 @@ def test_logs_are_deleted_within_the_retention_period(edge: Edge) -> None:
     assert old.stdout.strip() == "", f"log files older than 14 days:\n{old.stdout}"
 
 
+@pytest.mark.control("RET-03")
+def test_a_query_string_never_reaches_a_log(edge: Edge) -> None:
+    """A live request carrying a query string is logged by its path alone: the query's value is in
+    no log file of the proxy, rotated ones included."""
+    marker = f"/tierwall-edge-query-check-{uuid.uuid4().hex}"
+    secret = f"client-{uuid.uuid4().hex}"
+    edge.curl(f"https://{edge.domain}{marker}?client={secret}")
+    for _ in range(10):  # nginx writes the line after the response
+        if edge.host.run("grep -F -q -- %s /var/log/nginx/access.log", marker).rc == 0:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the request was not logged")
+    leaked = edge.host.run("zgrep -F -l -- %s /var/log/nginx/*", secret)
+    assert leaked.rc == 1, f"the query string reached a log: {leaked.stdout}"
+
+
+@pytest.mark.control("RET-03")
+@pytest.mark.disruptive  # rotates the proxy's logs under the other tests' feet
+def test_a_real_rotation_deletes_logs_past_the_retention(edge: Edge) -> None:
+    """logrotate itself, run now as its daily timer would, removes a rotated log older than the
+    retention period; none older than 14 days is left."""
+    planted = "/var/log/nginx/access.log.3.gz"
+    made = edge.host.run("printf 'x' | gzip > %s && touch -d '20 days ago' %s", planted, planted)
+    assert made.rc == 0, made.stderr
+    rotated = edge.host.run("logrotate --force /etc/logrotate.d/nginx")
+    assert rotated.rc == 0, rotated.stderr
+    left = edge.host.run("find /var/log/nginx -type f -mtime +14").stdout.split()
+    assert left == [], f"log files older than 14 days after a rotation: {left}"
+
+
 # -- RATE-01: per-client rate limit (last: it spends the sentinel's allowance) --------------------
 
 
