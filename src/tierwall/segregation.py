@@ -160,12 +160,7 @@ class Sweep:
 class Coverage:
     """One declared flow and how many attempts of the matrix tested it."""
 
-    source: str
-    destination: str
-    port: int
-    protocol: str
-    network: str
-    purpose: str
+    flow: Flow
     probes: int
 
     @property
@@ -197,7 +192,7 @@ class Matrix:
             {**asdict(s), "ports": s.ports, "complete": s.complete, "violations": s.violations}
             for s in self.sweeps
         ]
-        coverage = [{**asdict(c), "status": c.status} for c in self.coverage]
+        coverage = [{**asdict(c.flow), "probes": c.probes, "status": c.status} for c in self.coverage]
         document = {
             "generated": self.generated,
             "probes": probes,
@@ -321,8 +316,7 @@ def probe_matrix(
                 tested[flow] += 1
         for attempt, result in zip(sweeps, answer["sweeps"], strict=True):
             matrix.sweeps.append(_sweep(topology, source, attempt, result))
-    matrix.coverage = [Coverage(f.source, f.destination, f.port, f.protocol, f.network, f.purpose,
-                                tested[f]) for f in topology.flows]  # fmt: skip
+    matrix.coverage = [Coverage(f, tested[f]) for f in topology.flows]
     matrix.ipv6 = public_ipv6(destinations, no_ipv6_reason)
     return matrix
 

@@ -10,14 +10,12 @@ a chain that returns) must not raise a false alarm.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -30,18 +28,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None, path
-    assert spec.loader is not None, path
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 # The template test renders exactly as Ansible does; reuse it rather than render a second way.
-render_module = _load("tierwall_render_for_reader", REPO / "tests" / "unit" / "test_firewall_render.py")
+sys.path.insert(0, str(REPO / "tests" / "unit"))
+import test_firewall_render as render_module  # noqa: E402
+
 nft_ruleset = render_module.nft_ruleset
 TOPOLOGY = render_module.TOPOLOGIES["3apps"]
 HOST = "db-1"

@@ -140,7 +140,7 @@ def test_declared_dns_is_tried_even_where_nothing_listens() -> None:
     matrix = probe_matrix(TOPOLOGY, [PROXY_1], [SENTINEL], runner=fake_network({}))
     tried = {(p.port, p.protocol) for p in matrix.probes if p.destination == "sentinel"}
     assert {(53, "udp"), (53, "tcp"), (123, "udp")} <= tried
-    dns = {(c.port, c.protocol): c.status for c in matrix.coverage if c.port == 53}
+    dns = {(c.flow.port, c.flow.protocol): c.status for c in matrix.coverage if c.flow.port == 53}
     assert dns == {(53, "udp"): PROBED, (53, "tcp"): PROBED}
 
 
@@ -148,7 +148,8 @@ def test_a_declared_flow_without_its_source_is_reported_not_probed() -> None:
     """Without the operator nobody in the admin CIDRs tries SSH to the bastion: not proved."""
     matrix = probe_matrix(TOPOLOGY, [PROXY_1, APP_1, DB_1, SENTINEL], [SENTINEL, PROXY_1, APP_1, DB_1],
                           runner=fake_network({}))  # fmt: skip
-    assert [(c.source, c.destination, c.port) for c in matrix.not_probed] == [("admin", "proxy", 22)]
+    unprobed = [c.flow for c in matrix.not_probed]
+    assert [(f.source, f.destination, f.port) for f in unprobed] == [("admin", "proxy", 22)]
     assert len(matrix.coverage) == len(TOPOLOGY.flows)
 
 

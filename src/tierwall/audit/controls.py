@@ -46,15 +46,22 @@ class Control:
         return self.method == "TEST"
 
 
-def load_controls(path: str | Path) -> tuple[Control, ...]:
-    path = Path(path)
+def read_top_level_list(path: Path, key: str, what: str, error: type[Exception]) -> list[Any]:
+    """The ``key:`` list of a YAML file (the control matrix, the mutation catalogue), or ``error``
+    naming the file and what is wrong."""
     try:
         document = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ControlsError(f"{path}: cannot read the control matrix: {exc}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("controls"), list):
-        raise ControlsError(f"{path}: expected a top-level 'controls:' list")
-    controls = [_parse(entry, index, path) for index, entry in enumerate(document["controls"])]
+        raise error(f"{path}: cannot read {what}: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get(key), list):
+        raise error(f"{path}: expected a top-level '{key}:' list")
+    return document[key]
+
+
+def load_controls(path: str | Path) -> tuple[Control, ...]:
+    path = Path(path)
+    entries = read_top_level_list(path, "controls", "the control matrix", ControlsError)
+    controls = [_parse(entry, index, path) for index, entry in enumerate(entries)]
     seen: set[str] = set()
     for control in controls:
         if control.id in seen:

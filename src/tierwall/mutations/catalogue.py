@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tierwall.audit.controls import read_top_level_list
 from tierwall.audit.layers import EVIDENCE_LAYERS, LIVE, LayerError, layer_of
 
 TEXT, YAML = "text", "yaml"
@@ -64,13 +63,7 @@ class Mutation:
 
 
 def load_catalogue(path: Path, control_ids: set[str]) -> tuple[Mutation, ...]:
-    try:
-        document = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise CatalogueError(f"{path}: cannot read the mutation catalogue: {exc}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("mutations"), list):
-        raise CatalogueError(f"{path}: expected a top-level 'mutations:' list")
-    entries = enumerate(document["mutations"])
+    entries = enumerate(read_top_level_list(path, "mutations", "the mutation catalogue", CatalogueError))
     mutations = tuple(_mutation(entry, f"{path}: mutations[{i}]", control_ids) for i, entry in entries)
     ids = [m.id for m in mutations]
     twice = sorted({i for i in ids if ids.count(i) > 1})
