@@ -339,7 +339,7 @@ def wait_running(host: str, pid: int, timeout: float = 120) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not pid_alive(pid, "systemd-nspawn"):
-            raise LabError(f"{host}: systemd-nspawn exited; see {machine_dir(host) / 'console.log'}")
+            raise LabError(f"{host}: systemd-nspawn exited; its console ended with:\n{console_tail(host)}")
         if leader(pid) is not None:
             result = in_machine(
                 pid,
@@ -355,8 +355,19 @@ def wait_running(host: str, pid: int, timeout: float = 120) -> str:
                 return answer
         time.sleep(0.2)
     raise LabError(
-        f"{host}: did not finish booting in {timeout:.0f} s; see {machine_dir(host) / 'console.log'}"
+        f"{host}: did not finish booting in {timeout:.0f} s; its console ended with:\n{console_tail(host)}"
     )
+
+
+def console_tail(host: str, lines: int = 15) -> str:
+    """The end of a machine's console log: a CI run keeps only what the error message says, and
+    the log file goes with the run's machine."""
+    path = machine_dir(host) / "console.log"
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError as exc:
+        return f"  ({path}: {exc.strerror})"
+    return "\n".join(f"  {line}" for line in text) + f"\n  (all of it: {path})"
 
 
 def system_state(pid: int | None) -> str:
