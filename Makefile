@@ -211,16 +211,21 @@ bench-lab: deps apt-deps
 
 # -- verification against a Hetzner stack ---------------------------------------------------------
 # make verify INVENTORY=path (from `tierwall inventory --pulumi-outputs`). The same testinfra
-# suites; lab-only checks (the sentinel, the lab's lifecycle) are skipped with their reason, and
-# controls only the lab can prove are reported "not reviewed" for this target.
+# suites; lab-only checks (the sentinel, the lab's lifecycle) are skipped with their reason,
+# controls only the lab can prove are reported "not proved" for this target, and those whose only
+# evidence is code or rendered configuration "proved in code only".
+# The target and audit commands are variables so that tests/unit/test_verify_audit.py runs them as
+# make expands them: the one part of this recipe that can be proved without reaching a host.
+VERIFY_TARGET = $(BIN)/tierwall inventory-target $(INVENTORY)
+VERIFY_AUDIT = $(BIN)/tierwall audit --partial --junit $(REPORTS)/unit.xml $(REPORTS)/verify.xml --target
 .PHONY: verify
 ## verify: the testinfra suites and the audit against a Hetzner stack (INVENTORY=file)
 verify: deps
 	@test -f "$(INVENTORY)" || { echo "make verify INVENTORY=<inventory from tierwall inventory>" >&2; exit 2; }
 	@mkdir -p $(REPORTS); rm -f $(REPORTS)/verify.xml $(REPORTS)/unit.xml $(REPORTS)/segregation.json
-	@status=0; target=$$($(BIN)/python -c "import sys,yaml; print(yaml.safe_load(open(sys.argv[1]))['all']['vars']['tierwall_target'])" $(INVENTORY)); \
+	@status=0; target=$$($(VERIFY_TARGET)); \
 	TIERWALL_TARGET=$$target $(PYTEST) tests/unit --junit-xml=$(REPORTS)/unit.xml || status=1; \
 	TIERWALL_TARGET=$$target $(PYTEST) tests/testinfra --ansible-inventory=$(INVENTORY) \
 	  --junit-xml=$(REPORTS)/verify.xml || status=1; \
-	$(BIN)/tierwall audit --partial --junit $(REPORTS)/unit.xml $(REPORTS)/verify.xml --target $$target || status=1; \
+	$(VERIFY_AUDIT) $$target || status=1; \
 	exit $$status

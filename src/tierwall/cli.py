@@ -16,6 +16,7 @@ from tierwall.errors import report
 from tierwall.inventory import (
     Access,
     build_inventory,
+    inventory_target,
     load_outputs,
     proxy_public_from_outputs,
     topology_from_outputs,
@@ -66,6 +67,11 @@ def _inventory(args: argparse.Namespace) -> int:
         import yaml
 
         sys.stdout.write(yaml.safe_dump(inventory, sort_keys=False))
+    return 0
+
+
+def _inventory_target(args: argparse.Namespace) -> int:
+    print(inventory_target(args.inventory))
     return 0
 
 
@@ -153,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--private-key", metavar="FILE", help="SSH private key of the ops user")
     inv.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     inv.set_defaults(func=_inventory)
+
+    target = sub.add_parser(
+        "inventory-target", help="print an inventory's target: lab or the stack's name (make verify)"
+    )
+    target.add_argument("inventory", metavar="INVENTORY", help="an inventory `tierwall inventory` wrote")
+    target.set_defaults(func=_inventory_target)
 
     topo = sub.add_parser("topology", help="print the topology and flow matrix of a stack file as JSON")
     topo.add_argument("stack_file", metavar="Pulumi.<stack>.yaml")
