@@ -61,6 +61,7 @@ def test_data_endpoints_need_the_bearer_token(api: Api, pg: PgCluster, token: st
     ]
 
 
+@pytest.mark.control("COOK-01")
 def test_note_round_trip_without_cookies_or_caching(api: Api) -> None:
     ref = new_client(api)
     status, headers, created = api.call("POST", "/client/notes", {"text": NOTE}, client=ref)
@@ -77,6 +78,8 @@ def test_note_round_trip_without_cookies_or_caching(api: Api) -> None:
     assert [n["text"] for n in notes] == [NOTE]
 
 
+@pytest.mark.control("APP-01")
+@pytest.mark.control("PSE-01")
 def test_notes_database_holds_only_ciphertext_and_no_client_data(api: Api, pg: PgCluster) -> None:
     name, text = "Zoë Geheimname", "Unique note text 7f3a about a recurring nightmare."
     ref = new_client(api, name)
@@ -100,6 +103,7 @@ def test_notes_database_holds_only_ciphertext_and_no_client_data(api: Api, pg: P
     }  # fmt: skip
 
 
+@pytest.mark.control("PSE-01")
 def test_file_ids_are_random_uuid4_and_unlinkable(api: Api, pg: PgCluster) -> None:
     refs = [new_client(api, f"Client {i}") for i in range(12)]
     file_ids = [file_id_of(pg, ref) for ref in refs]
@@ -119,6 +123,7 @@ def test_registering_twice_keeps_the_first_mapping(api: Api, pg: PgCluster) -> N
     assert file_id_of(pg, ref) == before
 
 
+@pytest.mark.control("APP-01")
 def test_ciphertext_moved_to_another_file_is_refused(api: Api, pg: PgCluster) -> None:
     victim, other = new_client(api), new_client(api)
     _, _, created = api.call("POST", "/client/notes", {"text": NOTE}, client=victim)
@@ -150,6 +155,7 @@ def test_validation_errors(api: Api) -> None:
     assert api.call("GET", f"/clients/{ref}/notes")[0] == 404
 
 
+@pytest.mark.control("APP-01")
 def test_query_strings_are_refused_before_anything_is_read(api: Api, pg: PgCluster) -> None:
     """Proxies log request paths: an identifier in the URL would land in their logs, so the API
     takes none (the client is named in a header) and refuses any query string outright."""
@@ -226,6 +232,7 @@ def test_contracts_and_their_retention_purge(api: Api, pg: PgCluster) -> None:
     assert [c["contract_id"] for c in contracts] == kept
 
 
+@pytest.mark.control("RET-04")
 def test_handover_exports_then_deletes_everything_but_contracts(api: Api, pg: PgCluster) -> None:
     name = "Hand Over"
     ref = new_client(api, name)
@@ -268,6 +275,7 @@ def test_handover_exports_then_deletes_everything_but_contracts(api: Api, pg: Pg
     assert api.call("GET", "/client/notes", client=ref)[0] == 404
 
 
+@pytest.mark.control("RET-04")
 def test_interrupted_handover_completes_on_retry(api: Api, pg: PgCluster) -> None:
     ref = new_client(api)
     api.call("POST", "/client/notes", {"text": NOTE}, client=ref)
@@ -283,6 +291,7 @@ def test_interrupted_handover_completes_on_retry(api: Api, pg: PgCluster) -> Non
     assert pg.execute("identity", "SELECT count(*) FROM clients WHERE client_ref = %s", (ref,)) == [(0,)]
 
 
+@pytest.mark.control("RET-04")
 def test_handover_deletes_nothing_it_cannot_export(api: Api, pg: PgCluster) -> None:
     ref = new_client(api)
     _, _, created = api.call("POST", "/client/notes", {"text": NOTE}, client=ref)
@@ -302,6 +311,7 @@ def test_handover_deletes_nothing_it_cannot_export(api: Api, pg: PgCluster) -> N
     ) == [(True,)]
 
 
+@pytest.mark.control("APP-01")
 def test_postgresql_restart_is_survived(api: Api, pg: PgCluster) -> None:
     ref = new_client(api)
     api.call("POST", "/client/notes", {"text": NOTE}, client=ref)

@@ -29,6 +29,7 @@ def flip(data: bytes, index: int = 0) -> bytes:
     return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
 
 
+@pytest.mark.control("APP-01")
 def test_round_trip_and_ciphertext_holds_no_plaintext() -> None:
     ring, context = keyring("k1"), ctx()
     sealed = seal(ring, TEXT, context)
@@ -40,6 +41,7 @@ def test_round_trip_and_ciphertext_holds_no_plaintext() -> None:
     assert len(sealed.ciphertext) == len(TEXT.encode()) + 16  # GCM tag
 
 
+@pytest.mark.control("APP-01")
 def test_every_record_gets_a_fresh_data_key_and_nonce() -> None:
     ring, context = keyring("k1"), ctx()
     a, b = seal(ring, TEXT, context), seal(ring, TEXT, context)
@@ -48,6 +50,7 @@ def test_every_record_gets_a_fresh_data_key_and_nonce() -> None:
     assert a.ciphertext != b.ciphertext
 
 
+@pytest.mark.control("APP-01")
 @pytest.mark.parametrize("part", ["ciphertext", "nonce", "wrapped_key"])
 def test_tampered_record_is_rejected(part: str) -> None:
     ring, context = keyring("k1"), ctx()
@@ -57,6 +60,7 @@ def test_tampered_record_is_rejected(part: str) -> None:
         open_sealed(ring, tampered, context)
 
 
+@pytest.mark.control("APP-01")
 def test_truncated_ciphertext_is_rejected() -> None:
     ring, context = keyring("k1"), ctx()
     sealed = seal(ring, TEXT, context)
@@ -64,6 +68,7 @@ def test_truncated_ciphertext_is_rejected() -> None:
         open_sealed(ring, dataclasses.replace(sealed, ciphertext=sealed.ciphertext[:-1]), context)
 
 
+@pytest.mark.control("APP-01")
 def test_wrong_master_key_under_the_same_id_is_rejected() -> None:
     context = ctx()
     sealed = seal(keyring("k1"), TEXT, context)
@@ -86,6 +91,7 @@ def test_key_id_pointing_at_another_existing_key_is_rejected() -> None:
         open_sealed(ring, dataclasses.replace(sealed, key_id="k1"), context)
 
 
+@pytest.mark.control("APP-01")
 def test_ciphertext_moved_to_another_file_is_rejected() -> None:
     ring, context = keyring("k1"), ctx()
     sealed = seal(ring, TEXT, context)
@@ -94,6 +100,7 @@ def test_ciphertext_moved_to_another_file_is_rejected() -> None:
         open_sealed(ring, sealed, moved)
 
 
+@pytest.mark.control("APP-01")
 def test_ciphertext_moved_to_another_record_or_table_is_rejected() -> None:
     ring, context = keyring("k1"), ctx()
     sealed = seal(ring, TEXT, context)
@@ -171,6 +178,7 @@ def test_missing_key_file_is_a_config_error(tmp_path: Path) -> None:
         load_keyring(tmp_path / "absent")
 
 
+@pytest.mark.control("APP-01")
 def test_sealed_record_carries_no_master_key_material() -> None:
     ring, context = keyring("k1"), ctx()
     sealed: Sealed = seal(ring, TEXT, context)

@@ -31,6 +31,7 @@ def env(creds: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.control("ENC-02")
 def test_component_settings_give_verify_full_conninfos(env: dict[str, str], creds: Path) -> None:
     settings = load_settings(env)
     notes = conninfo_to_dict(settings.notes_conninfo)
@@ -54,6 +55,7 @@ def test_component_settings_give_verify_full_conninfos(env: dict[str, str], cred
     assert settings.api_token_file == creds / "api-token"
 
 
+@pytest.mark.control("ENC-02")
 def test_dsn_overrides_components_and_gains_tls(env: dict[str, str]) -> None:
     env["NOTES_DSN"] = "host=db.internal port=6432 dbname=n user=u"
     notes = conninfo_to_dict(load_settings(env).notes_conninfo)
@@ -62,6 +64,7 @@ def test_dsn_overrides_components_and_gains_tls(env: dict[str, str]) -> None:
     assert notes["sslrootcert"] == "/etc/tierwall/ca.pem"
 
 
+@pytest.mark.control("ENC-02")
 @pytest.mark.parametrize("mode", ["disable", "prefer", "require", "verify-ca"])
 def test_weaker_sslmodes_are_refused(env: dict[str, str], mode: str) -> None:
     env["IDENTITY_DSN"] = f"host=db dbname=identity user=identity_app sslmode={mode}"

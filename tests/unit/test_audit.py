@@ -115,7 +115,7 @@ CODE_AND_RENDERED = "db_private or tls_rendered"
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("suite")
-    (work / "conftest.py").write_text((REPO / "tests" / "conftest.py").read_text())
+    (work / "conftest.py").write_text((REPO / "conftest.py").read_text())
     for path, text in SUITE.items():
         (work / path).parent.mkdir(parents=True, exist_ok=True)
         (work / path).write_text(text)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from tierwall.audit.controls import load_controls
-from tierwall.audit.layers import LIVE, layer_of, requires_live
+from tierwall.audit.junit import PASSED, read_junit
+from tierwall.audit.layers import LIVE, RENDERED, layer_of, requires_live
 from tierwall.paths import REPO
 
 _MARKER = re.compile(r"""mark\.control\(\s*["']([^"']+)["']""")
@@ -46,3 +49,20 @@ def test_every_control_that_needs_a_live_proof_has_a_live_test() -> None:
     controls = load_controls(REPO / "audit" / "controls.yaml")
     needing = {c.id for c in controls if c.automated and requires_live(c.layers)}
     assert needing - live == WITHOUT_LIVE_TEST
+
+
+def test_the_app_tests_carry_their_controls_into_junit_when_run_alone(tmp_path: Path) -> None:
+    """The marker -> JUnit wiring (the root conftest.py) holds for app/tests too, not only when
+    tests/ is collected beside them: a real run of the crypto tests, which need no database."""
+    junit = tmp_path / "app.xml"
+    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={tmp_path}/tmp"]
+    subprocess.run(
+        [*pytest, "app/tests/test_notes_crypto.py", "-m", "control", f"--junit-xml={junit}"],
+        cwd=REPO,
+        capture_output=True,
+        check=False,
+    )
+    run = read_junit([junit])
+    names = {r.nodeid.split("::")[1].split("[")[0] for r in run.results}
+    assert "test_ciphertext_moved_to_another_file_is_rejected" in names
+    assert {(r.outcome, r.controls, r.layer) for r in run.results} == {(PASSED, ("APP-01",), RENDERED)}

@@ -17,7 +17,9 @@ CONTROL_LAYER_TO_EVIDENCE = {"pulumi": CODE, "ansible": RENDERED, "live": LIVE}
 # Test file -> layer, first matching prefix wins (paths relative to the repository, as pytest
 # writes them into JUnit). Code: the Pulumi program under mocks and the pure policy functions
 # (policy pack, stack config validation, topology model, segregation verdicts). Rendered: roles and
-# templates rendered or run on this machine, never on the target's hosts. Live: running hosts.
+# templates rendered or run on this machine, never on the target's hosts; so is the reference
+# application of app/tests, whose code runs here against throw-away PostgreSQL clusters, not on the
+# target's app servers. Live: running hosts.
 LAYER_BY_PATH: tuple[tuple[str, str], ...] = (
     ("tests/lab/", LIVE),
     ("tests/testinfra/", LIVE),

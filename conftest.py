@@ -1,4 +1,8 @@
-"""Shared pytest wiring: carry each test's control ids into the JUnit report for `tierwall audit`."""
+"""Shared pytest wiring: carry each test's control ids into the JUnit report for `tierwall audit`.
+
+At the repository's root so that it holds for every test tree: the controller's suites (tests/)
+and the reference application's (app/tests/), run together or alone.
+"""
 
 from __future__ import annotations
 
