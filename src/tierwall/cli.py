@@ -10,6 +10,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from tierwall.audit.evidence import SUITES
 from tierwall.config import ConfigError, load_stack_file
 from tierwall.deploy import register as register_deploy
 from tierwall.errors import report
@@ -83,18 +84,30 @@ def _topology(args: argparse.Namespace) -> int:
 
 def _audit(args: argparse.Namespace) -> int:
     from tierwall.audit.controls import ControlsError, load_controls
+    from tierwall.audit.evidence import EvidenceError
     from tierwall.audit.junit import JUnitError, read_junit
     from tierwall.audit.report import AuditError, evaluate
 
     try:
         controls = load_controls(args.controls)
-        run = read_junit([Path(p) for p in args.junit])
+        run = read_junit(_junit_files(args))
         target = args.target or run.properties.get("target", "unknown")
         statuses = evaluate(controls, run, target=target, partial=args.partial)
-    except (ControlsError, JUnitError, AuditError) as exc:
+    except (ControlsError, EvidenceError, JUnitError, AuditError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return _print_audit(args, _audit_report(args, statuses, run, target))
+
+
+def _junit_files(args: argparse.Namespace) -> list[Path]:
+    """The JUnit files named by --junit, or those the run of --suites left in --reports."""
+    from tierwall.audit.evidence import EvidenceError, evidence_files
+
+    if args.reports is not None:
+        return evidence_files(Path(args.reports), args.suites)
+    if args.suites is not None:
+        raise EvidenceError("--suites names the files of a reports directory: give --reports DIR")
+    return [Path(p) for p in args.junit]
 
 
 def _audit_report(args: argparse.Namespace, statuses: list, run, target: str):
@@ -104,7 +117,7 @@ def _audit_report(args: argparse.Namespace, statuses: list, run, target: str):
 
     segregation_file = Path(args.segregation) if args.segregation else None
     segregation = load_segregation(segregation_file)
-    inputs = [("controls", Path(args.controls))] + [("junit", Path(p)) for p in args.junit]
+    inputs = [("controls", Path(args.controls))] + [("junit", source.path) for source in run.sources]
     if segregation is not None and segregation_file is not None:
         inputs.append(("segregation", segregation_file))
     origin = provenance.collect(Path(args.repo), inputs, run.commits())
@@ -140,6 +153,43 @@ def _print_audit(args: argparse.Namespace, report) -> int:
     return 1 if report.verdict == FAILED else 0
 
 
+def _register_audit(sub: argparse._SubParsersAction) -> None:
+    audit = sub.add_parser("audit", help="render the audit report from the last run's JUnit XML")
+    evidence = audit.add_mutually_exclusive_group(required=True)
+    evidence.add_argument("--junit", nargs="+", metavar="XML", help="pytest --junit-xml files")
+    evidence.add_argument(
+        "--reports",
+        metavar="DIR",
+        help="read the JUnit files a run of the suites left here (tierwall.audit.evidence names them)",
+    )
+    audit.add_argument(
+        "--suites",
+        choices=sorted(SUITES),
+        help="with --reports: the run was `make lab` or `make test`, and every JUnit file its suites "
+        "write must be there (default: the known files that are there)",
+    )
+    audit.add_argument("--controls", default=str(REPO / "audit" / "controls.yaml"), metavar="YAML")
+    audit.add_argument("--segregation", metavar="JSON", help="the segregation matrix evidence file")
+    audit.add_argument("--target", help="lab or the stack name (default: from the run)")
+    audit.add_argument(
+        "--partial",
+        action="store_true",
+        help="only some suites ran (e.g. against a Hetzner stack): a TEST control without a test is "
+        "'not proved' instead of an error, and outside the lab unproved controls do not fail the verdict",
+    )
+    audit.add_argument(
+        "--started", type=float, metavar="EPOCH", help="when the job started, for its duration"
+    )
+    audit.add_argument("-o", "--output", default=str(LAB_DIR / "reports"), metavar="DIR")
+    audit.add_argument(
+        "--repo",
+        default=str(REPO),
+        metavar="DIR",
+        help="the git work tree whose commit and state the report records",
+    )
+    audit.set_defaults(func=_audit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tierwall", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -170,28 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     topo.add_argument("stack_file", metavar="Pulumi.<stack>.yaml")
     topo.set_defaults(func=_topology)
 
-    audit = sub.add_parser("audit", help="render the audit report from the last run's JUnit XML")
-    audit.add_argument("--junit", nargs="+", required=True, metavar="XML", help="pytest --junit-xml files")
-    audit.add_argument("--controls", default=str(REPO / "audit" / "controls.yaml"), metavar="YAML")
-    audit.add_argument("--segregation", metavar="JSON", help="the segregation matrix evidence file")
-    audit.add_argument("--target", help="lab or the stack name (default: from the run)")
-    audit.add_argument(
-        "--partial",
-        action="store_true",
-        help="only some suites ran (e.g. against a Hetzner stack): a TEST control without a test is "
-        "'not proved' instead of an error, and outside the lab unproved controls do not fail the verdict",
-    )
-    audit.add_argument(
-        "--started", type=float, metavar="EPOCH", help="when the job started, for its duration"
-    )
-    audit.add_argument("-o", "--output", default=str(LAB_DIR / "reports"), metavar="DIR")
-    audit.add_argument(
-        "--repo",
-        default=str(REPO),
-        metavar="DIR",
-        help="the git work tree whose commit and state the report records",
-    )
-    audit.set_defaults(func=_audit)
+    _register_audit(sub)
 
     register_lab(sub)
     register_mutate(sub)

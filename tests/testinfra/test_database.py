@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 from conftest import Inventory, connect
 from probes import tcp_outcome
+from sealed_rows import platform_keyring, sealed_sql
 
 from tierwall.paths import LAB_DIR, REPO
 
@@ -421,6 +422,13 @@ def test_the_key_is_nowhere_on_the_db(host: Any) -> None:
     leftovers = host.run("ls -d /run/tierwall-pgdata-key.* 2>/dev/null || true").stdout.split()
     assert leftovers == [], f"the unlock helper's key files remain: {leftovers}"
 
+
+def _keyring() -> Any:
+    """Rows these tests plant are real ciphertexts: every stored row must open under the keyring
+    (APP-01), and these tests run beside that one."""
+    return platform_keyring()
+
+
 # -- least privilege, pseudonymisation -------------------------------------------------------------
 
 
@@ -585,8 +593,9 @@ def test_the_chat_purge_deletes_after_12_days(host: Any) -> None:
     """The retention job deletes a 13-day-old chat message, keeps an 11-day-old one, and logs the
     number of rows it removed; its timer is active."""
     old, recent, file_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    keyring = _keyring()
     rows = ", ".join(
-        f"('{mid}', '{file_id}', 'client', 'test', '\\x00', '\\x000000000000000000000000', '\\x00', "
+        f"('{mid}', '{file_id}', 'client', {sealed_sql(keyring, 'chat', file_id, mid, 'retention')}, "
         f"now() - interval '{age}')"
         for mid, age in ((old, "13 days"), (recent, "11 days"))
     )
@@ -650,9 +659,10 @@ def test_after_a_restart_the_data_is_locked_until_unlocked(
         pytest.skip("restarts a lab machine with `tierwall lab restart`; on a stack reboot the server "
                     "by hand and run unlock-db.yml (the same checks apply)")  # fmt: skip
     note_id, file_id = uuid.uuid4(), uuid.uuid4()
+    sealed = sealed_sql(_keyring(), "note", file_id, note_id, "written before the restart")
     psql(host, "notes", "INSERT INTO notes (note_id, file_id, key_id, wrapped_key, nonce, ciphertext) "
-         f"VALUES ('{note_id}', '{file_id}', 'restart-test', '\\x01', '\\x000000000000000000000001', "
-         "'\\xc0ffee')")  # fmt: skip
+         f"VALUES ('{note_id}', '{file_id}', {sealed})")  # fmt: skip
+    stored = psql(host, "notes", f"SELECT encode(ciphertext, 'hex') FROM notes WHERE note_id = '{note_id}'")
     tierwall = Path(sys.executable).with_name("tierwall")
     done = subprocess.run([str(tierwall), "lab", "restart", host_name], capture_output=True, text=True,
                           timeout=300, check=False)  # fmt: skip
@@ -684,6 +694,6 @@ def test_after_a_restart_the_data_is_locked_until_unlocked(
         row = psql(
             host, "notes", f"SELECT file_id, encode(ciphertext, 'hex') FROM notes WHERE note_id = '{note_id}'"
         )
-        assert row == f"{file_id}|c0ffee"
+        assert row == f"{file_id}|{stored}"
     finally:
         psql(host, "notes", f"DELETE FROM notes WHERE note_id = '{note_id}'")

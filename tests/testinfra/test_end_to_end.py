@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from conftest import Inventory, connect
+from sealed_rows import SELECT_SEALED, TABLES, platform_keyring, unreadable
 
 from tierwall.paths import LAB_DIR
 
@@ -232,6 +233,31 @@ def test_the_databases_hold_only_ciphertext_and_pseudonyms(site: Site, db: Datab
     assert text not in identity_dump
     assert "Nightmares" not in identity_dump
     _handover(site, ref)
+
+
+@pytest.mark.control("APP-01")
+def test_every_stored_note_and_message_authenticates_in_its_own_context(site: Site, db: Database) -> None:
+    """Every row of notes and chat_messages, not only this test's: its stored bytes (not a dump's
+    rendering) open under the platform's keyring, bound to the row's own kind, file and id. A row
+    stored as plaintext, written past the app, or moved from another file or table fails GCM's tag.
+    This test's own note and message, sent through the proxy, must be among the rows read."""
+    keyring = platform_keyring()
+    ref = site.new_client(_unique("Alle Zeilen"))
+    assert site.call("POST", "/client/notes", {"text": _unique("every row")}, client=ref).status == 201
+    message = {"sender": "client", "text": "every row"}
+    assert site.call("POST", "/client/chat", message, client=ref).status == 201
+    file_id = db.file_id(ref)
+    try:
+        for table, (id_column, kind) in TABLES.items():
+            listing = db.scalar("notes", SELECT_SEALED.format(id=id_column, table=table))
+            assert f"|{file_id}|" in listing, f"{table}: this test's row is not among those read"
+            bad = unreadable(keyring, kind, listing)
+            assert bad == [], (
+                f"{table}: {len(bad)} of {len(listing.splitlines())} rows are no ciphertext "
+                f"of the platform's: {bad[:10]}"
+            )
+    finally:
+        _handover(site, ref)
 
 
 @pytest.mark.control("APP-01")

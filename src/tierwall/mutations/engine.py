@@ -64,27 +64,59 @@ def run_all(
 ) -> list[Outcome]:
     """Every mutation's outcome, in catalogue order. Live mutations run only with ``lab``."""
     mutations = list(mutations)
-    if lab and any(m.needs_lab for m in mutations):
-        raise MutationError(
-            "live mutations need the lab part of the engine (apply, converge, live tests, revert), "
-            "which is not written yet; run without --lab to run the code and rendered mutations"
-        )
-    to_run = [m for m in mutations if not m.needs_lab]
+    offline = [m for m in mutations if not m.needs_lab]
+    live = [m for m in mutations if m.needs_lab] if lab else []
+    done: dict[str, Outcome] = {}
     with tempfile.TemporaryDirectory(prefix="tierwall-mutate-") as scratch:
         pristine = pristine_copy(repo, Path(scratch) / "pristine")
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            selections = sorted({m.tests for m in to_run})
-            runs = pool.map(lambda tests: _baseline(pristine, tests), selections)
-            baselines = dict(zip(selections, runs, strict=True))
-
-            def one(mutation: Mutation) -> Outcome:
-                outcome = _run_one(mutation, pristine, baselines[mutation.tests], controls)
-                if on_outcome:
-                    on_outcome(outcome)
-                return outcome
-
-            done = {o.mutation.id: o for o in pool.map(one, to_run)}
+        if offline:
+            done |= _run_offline(offline, controls, pristine, jobs, on_outcome)
+        if live:
+            done |= _run_live(live, controls, repo, pristine, on_outcome)
     return [done.get(m.id) or _not_run(m) for m in mutations]
+
+
+def _run_offline(
+    mutations: list[Mutation], controls: tuple[Control, ...], pristine: Path, jobs: int,
+    on_outcome: Callable[[Outcome], None] | None,
+) -> dict[str, Outcome]:  # fmt: skip
+    """The code and rendered mutations, side by side: each has its own scratch copy."""
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        selections = sorted({m.tests for m in mutations})
+        runs = pool.map(lambda tests: _baseline(pristine, tests), selections)
+        baselines = dict(zip(selections, runs, strict=True))
+
+        def one(mutation: Mutation) -> Outcome:
+            outcome = _run_one(mutation, pristine, baselines[mutation.tests], controls)
+            if on_outcome:
+                on_outcome(outcome)
+            return outcome
+
+        return {o.mutation.id: o for o in pool.map(one, mutations)}
+
+
+def _run_live(
+    mutations: list[Mutation], controls: tuple[Control, ...], repo: Path, pristine: Path,
+    on_outcome: Callable[[Outcome], None] | None,
+) -> dict[str, Outcome]:  # fmt: skip
+    """The live mutations, one after the other on the one lab."""
+    from tierwall.mutations.live import Lab, LabBroken, live_tests, run_live
+
+    # The scratch copy converges and tests the lab this checkout built: its secrets, CA, inventory.
+    (pristine / ".lab").symlink_to(repo / ".lab")
+    lab = Lab(repo, pristine)
+    done: dict[str, Outcome] = {}
+    try:
+        lab.require_up()
+        selections = sorted({m.tests for m in mutations})
+        baselines = {tests: _baseline(pristine, live_tests(tests, lab)) for tests in selections}
+        for mutation in mutations:
+            done[mutation.id] = run_live(mutation, lab, baselines[mutation.tests], controls)
+            if on_outcome:
+                on_outcome(done[mutation.id])
+    except LabBroken as exc:
+        raise MutationError(f"{exc}; run `make converge` to put the lab back") from None
+    return done
 
 
 def _not_run(mutation: Mutation) -> Outcome:
@@ -156,7 +188,7 @@ def judge(mutation: Mutation, result: TestRun, baseline: TestRun, controls: tupl
     mutated = result.run
     if problem or mutated is None:
         return Outcome(mutation, ERROR, result.seconds, problem or "the mutated run wrote no JUnit")
-    failed = _failed_controls(mutated, controls)
+    failed = failed_controls(mutated, controls)
     new = result.failing - baseline.failing
     unmarked = tuple(sorted(r.nodeid for r in mutated.results if not r.controls and r.nodeid in new))
     if mutation.control in failed:
@@ -172,12 +204,12 @@ def _unusable(mutation: Mutation, result: TestRun, baseline: TestRun, controls: 
         # means the selection itself is broken.
         if run.returncode not in (0, 1) or run.run is None:
             return f"pytest {name} exited {run.returncode}:\n{run.output.strip()}"
-    if baseline.run is not None and mutation.control in _failed_controls(baseline.run, controls):
+    if baseline.run is not None and mutation.control in failed_controls(baseline.run, controls):
         return f"{mutation.control} already fails without the mutation: fix that first"
     return ""
 
 
-def _failed_controls(run: Run, controls: tuple[Control, ...]) -> tuple[str, ...]:
+def failed_controls(run: Run, controls: tuple[Control, ...]) -> tuple[str, ...]:
     try:
         statuses = evaluate(controls, run, partial=True)
     except AuditError as exc:
