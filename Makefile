@@ -145,17 +145,26 @@ audit: deps
 
 # Each mutation of audit/mutations.yaml breaks one promise in a scratch copy of the repository;
 # that control's tests must fail there (apt-deps: the rendered mutations run nginx -t). The
-# mutations that need a running lab are listed, not run, until the lab part exists.
+# live mutations run with --lab (make mutate-live).
 .PHONY: mutate
 ## mutate: break each control on purpose in a scratch copy; its tests must turn it red (the score)
 mutate: deps apt-deps
 	@mkdir -p $(REPORTS)
 	$(BIN)/tierwall mutate --layer code,rendered
 
+# One at a time on the converged lab: each break (patched roles converged, or commands as drift)
+# is applied, its control's live tests must fail, and the lab must come back (a second converge
+# changes nothing; after drift, the tests pass again).
+.PHONY: mutate-live
+## mutate-live: break each control on the running lab; its live tests must turn it red, then revert
+mutate-live: deps
+	@mkdir -p $(REPORTS)
+	$(BIN)/tierwall mutate --lab --layer live -o $(REPORTS)/mutations-live.json
+
 # The lifecycle suite runs after the other live suites (it rebuilds the machines) and before the
 # audit, so its evidence reaches the report too: --suites test refuses to report without it.
-## test: what CI runs: lint, unit, integration, mutate, the live suites, the lifecycle suite, the audit
-test: lint unit integration mutate live-tests lifecycle
+## test: what CI runs: lint, unit, integration, mutate, the live suites and mutations, lifecycle, the audit
+test: lint unit integration mutate live-tests mutate-live lifecycle
 	@rm -f $(REPORTS)/report.*
 	$(AUDIT) --suites test
 

@@ -74,10 +74,49 @@ def test_a_patch_that_no_longer_matches_is_an_error(tmp_path: Path) -> None:
         apply_patches(tmp_path, mutation.patches)
 
 
-def test_live_mutations_are_refused_without_the_lab_part(tmp_path: Path) -> None:
-    live = _entry("live", "x", "y", layer="live", tests=["tests/testinfra/test_base.py"])
-    catalogue = load_catalogue(_catalogue(tmp_path, live), CONTROL_IDS)
-    with pytest.raises(MutationError, match="live mutations"):
+def _live(mutation_id: str, **extra) -> dict:
+    entry = _entry(mutation_id, "x", "y", layer="live", tests=["tests/testinfra/test_base.py"])
+    return {**entry, "converge": {"limit": "db", "tags": ["common_sshd"]}, **extra}
+
+
+COMMAND = {"kind": "command", "hosts": "db", "run": "nft insert rule inet tierwall input accept"}
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({**_live("no-converge"), "converge": None}, "converge needs limit"),
+        ({k: v for k, v in _live("no-converge").items() if k != "converge"}, "needs converge"),
+        ({**_entry("code-with-command", "x", "y"), "apply": COMMAND}, "belong to live mutations only"),
+        ({**_live("command-without-hosts"), "apply": {"kind": "command", "run": "true"}}, "hosts"),
+        ({**_live("bad-revert"), "revert": {"kind": "text", "file": "x"}}, "a command needs"),
+    ],
+    ids=lambda v: v["id"] if isinstance(v, dict) else "",
+)
+def test_a_live_part_in_the_wrong_place_is_refused(tmp_path: Path, entry: dict, message: str) -> None:
+    with pytest.raises(CatalogueError, match=message):
+        load_catalogue(_catalogue(tmp_path, entry), CONTROL_IDS)
+
+
+def test_commands_and_the_revert_are_read(tmp_path: Path) -> None:
+    copy = {"kind": "command", "hosts": "db", "module": "ansible.builtin.copy", "run": "src=a dest=b"}
+    entry = {**_live("drift"), "apply": [COMMAND, copy], "revert": {**COMMAND, "run": "true"}}
+    (mutation,) = load_catalogue(_catalogue(tmp_path, entry), CONTROL_IDS)
+    assert mutation.patches == ()
+    assert [(c.module, c.run) for c in mutation.commands] == [
+        ("ansible.builtin.shell", COMMAND["run"]), ("ansible.builtin.copy", "src=a dest=b"),
+    ]  # fmt: skip
+    assert [c.run for c in mutation.revert] == ["true"]
+    assert (mutation.converge.limit, mutation.converge.tags) == ("db", ("common_sshd",))
+
+
+def test_live_mutations_need_the_lab_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing is sent to a lab that is not up: the run stops before the first converge."""
+    from tierwall.lab import state
+
+    monkeypatch.setattr(state.State, "load", classmethod(lambda cls, *a, **k: None))
+    catalogue = load_catalogue(_catalogue(tmp_path, {**_live("drift"), "apply": COMMAND}), CONTROL_IDS)
+    with pytest.raises(MutationError, match="the lab is not up"):
         run_all(catalogue, CONTROLS, REPO, lab=True)
 
 
@@ -86,7 +125,7 @@ def test_a_real_mutation_is_killed_and_a_harmless_one_survives(tmp_path: Path) -
     entries = (
         _entry("hel1-allowed", allowed, allowed[:-1] + ', "hel1": "Helsinki, FI"}'),
         _entry("comment-only", "# Hosted in Germany:", "# Hosted anywhere:"),
-        _entry("needs-lab", "x", "y", layer="live", tests=["tests/testinfra/test_base.py"]),
+        _live("needs-lab"),
     )
     catalogue = load_catalogue(_catalogue(tmp_path, *entries), CONTROL_IDS)
     before = (REPO / "src" / "tierwall" / "config.py").read_text()

@@ -72,7 +72,7 @@ def run_all(
         if offline:
             done |= _run_offline(offline, controls, pristine, jobs, on_outcome)
         if live:
-            done |= _run_live(live, controls, repo, pristine, on_outcome)
+            done |= _run_live(live, controls, repo, pristine, jobs, on_outcome)
     return [done.get(m.id) or _not_run(m) for m in mutations]
 
 
@@ -96,7 +96,7 @@ def _run_offline(
 
 
 def _run_live(
-    mutations: list[Mutation], controls: tuple[Control, ...], repo: Path, pristine: Path,
+    mutations: list[Mutation], controls: tuple[Control, ...], repo: Path, pristine: Path, jobs: int,
     on_outcome: Callable[[Outcome], None] | None,
 ) -> dict[str, Outcome]:  # fmt: skip
     """The live mutations, one after the other on the one lab."""
@@ -108,8 +108,12 @@ def _run_live(
     done: dict[str, Outcome] = {}
     try:
         lab.require_up()
+        # The baselines only read the lab (the idempotence test's converge changes nothing):
+        # side by side, like the offline ones.
         selections = sorted({m.tests for m in mutations})
-        baselines = {tests: _baseline(pristine, live_tests(tests, lab)) for tests in selections}
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            runs = pool.map(lambda tests: _baseline(pristine, live_tests(tests, lab)), selections)
+            baselines = dict(zip(selections, runs, strict=True))
         for mutation in mutations:
             done[mutation.id] = run_live(mutation, lab, baselines[mutation.tests], controls)
             if on_outcome:
