@@ -176,6 +176,28 @@ def test_forwarding_stays_off_after_reboot(host: Any) -> None:
     assert "net.ipv4.ip_forward = 0" in dropin.content_string.splitlines()
 
 
+# Where `systemctl edit`, a file under /run and `systemctl set-property` put drop-ins.
+DROPIN_ROOTS = " ".join(f"{top}/systemd/{kind}" for top in ("/etc", "/run") for kind in ("system", "system.control"))  # noqa: E501
+
+
+@pytest.mark.control("IAC-01")
+def test_every_service_drop_in_is_one_a_role_declares(host: Any) -> None:
+    """A drop-in changes a service (its sandbox, its ExecStart) without touching the unit file:
+    `systemctl edit`, a file under /run, `systemctl set-property`. Every service drop-in in /etc
+    and /run, and every one systemd applies to a loaded service outside the packages' /usr/lib,
+    is one the last converge declared (site.yml removes the others)."""
+    declared = host.file("/var/lib/tierwall/systemd-dropins.declared")
+    assert declared.exists, "no declared list: converge with site.yml"
+    wanted = set(declared.content_string.split())
+    found = host.run("find %s -path '*service.d/*.conf' 2>/dev/null || true", DROPIN_ROOTS)
+    on_disk = set(found.stdout.split())
+    applied = host.run("systemctl show -p DropInPaths --value '*.service'")
+    assert applied.rc == 0, applied.stderr
+    in_force = {p for p in applied.stdout.split() if not p.startswith(("/usr/lib/", "/lib/"))}
+    assert on_disk == wanted, f"undeclared: {sorted(on_disk - wanted)}, missing: {sorted(wanted - on_disk)}"
+    assert in_force <= wanted, f"applied but not declared: {sorted(in_force - wanted)}"
+
+
 @pytest.mark.control("PAT-01")
 def test_security_updates_install_unattended(host: Any) -> None:
     """Security updates are fetched and installed daily without an operator, from the security archive only.
