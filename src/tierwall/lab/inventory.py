@@ -8,6 +8,8 @@ shape and jump chain as for Hetzner) plus lab-only variables:
 * ``tierwall_lab_namespaces``   host -> network namespace (for probes run from this machine)
 * ``tierwall_dns_resolvers``    the resolvers the proxy reaches through the NAT
 * ``tierwall_volume_device``    (db hosts) the block device of the db's volume
+* ``postgresql_encryption_backend: fscrypt`` (the db group) instead of the role's default, LUKS:
+  the lab's machines have no device-mapper, so LUKS cannot be opened there
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ PRIVATE_KEY = SSH_DIR / "id_ed25519"
 PUBLIC_KEY = SSH_DIR / "id_ed25519.pub"
 KNOWN_HOSTS = SSH_DIR / "known_hosts"
 INVENTORY = LAB_DIR / "inventory.yml"
+# The role defaults are a real stack's values; the lab's db differs only where its machines
+# cannot do the same: no device-mapper in a systemd-nspawn machine, so no LUKS.
+LAB_DB_VARS = {"postgresql_encryption_backend": "fscrypt"}
 
 
 def ensure_key() -> str:
@@ -108,6 +113,7 @@ def lab_inventory(config: StackConfig, state: State | None, dns: list[str]) -> d
         "sentinel": SENTINEL_NS,
     }
     all_vars["tierwall_dns_resolvers"] = list(dns)
+    inventory["all"]["children"][DB]["vars"] = dict(LAB_DB_VARS)
     if state:
         for host in topology.hosts_in(DB):
             device = state.volume.get(host.name)
