@@ -27,6 +27,7 @@ from tierwall.lab.cli import register as register_lab
 from tierwall.mutate import register as register_mutate
 from tierwall.paths import LAB_DIR, REPO
 from tierwall.ssh_config import register as register_ssh_config
+from tierwall.vault import register as register_secrets
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -226,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_mutate(sub)
     register_deploy(sub)
     register_ssh_config(sub)
+    register_secrets(sub)
     return parser
 
 

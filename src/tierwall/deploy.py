@@ -2,7 +2,7 @@
 
     check-config -> pulumi stack select -> pulumi preview -> (confirmation) -> pulumi up
     -> pulumi stack output -> tierwall inventory -> ansible-playbook unlock-db.yml, site.yml
-    -> make verify
+    (with the stack's vault file, STACK-secrets.vault.yml) -> make verify
 
 Every command runs in the project directory (``--workdir``, default this checkout: the one with
 ``Pulumi.yaml``, ``infra/policy``, ``ansible/`` and the ``Makefile``), so the paths each command
@@ -42,6 +42,9 @@ class Plan:
     stack: str
     workdir: Path
     private_key: str | None = None
+    # The vault password (a file, or a script that prints it); None: $ANSIBLE_VAULT_PASSWORD_FILE,
+    # which ansible-playbook reads itself, else a prompt at the terminal.
+    vault_password_file: str | None = None
 
     @property
     def stack_file(self) -> str:
@@ -54,6 +57,18 @@ class Plan:
     @property
     def inventory_file(self) -> str:
         return f"{self.stack}-inventory.yml"
+
+    @property
+    def secrets_file(self) -> str:
+        return f"{self.stack}-secrets.vault.yml"
+
+    def vault_arguments(self) -> tuple[str, ...]:
+        """How ansible-playbook opens the secrets file."""
+        if self.vault_password_file:
+            return ("--vault-password-file", self.vault_password_file)
+        if os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE"):
+            return ()
+        return ("--vault-id", f"{self.stack}@prompt")
 
 
 Commands = tuple[tuple[str, ...], ...]
@@ -134,10 +149,10 @@ def _host_steps(plan: Plan) -> list[Step]:
         ),
         Step(
             "ansible-playbook",
-            tuple(("ansible-playbook", "-i", plan.inventory_file, playbook) for playbook in PLAYBOOKS),
+            tuple(_playbook_command(plan, playbook) for playbook in PLAYBOOKS),
             _run_all,
-            "read ansible's output above (the db's key comes from Ansible Vault or "
-            "TIERWALL_PGDATA_KEY) and deploy again: both playbooks are idempotent",
+            f"read ansible's output above (every secret comes from {plan.secrets_file}: "
+            f"`tierwall secrets check {plan.stack}`) and deploy again: both playbooks are idempotent",
         ),
         Step(
             "make verify",
@@ -149,12 +164,20 @@ def _host_steps(plan: Plan) -> list[Step]:
     ]
 
 
+def _playbook_command(plan: Plan, playbook: str) -> tuple[str, ...]:
+    """ansible-playbook with the stack's inventory and its vault file: every secret comes from there."""
+    vault = ("-e", f"@{plan.secrets_file}", *plan.vault_arguments())
+    return ("ansible-playbook", "-i", plan.inventory_file, *vault, playbook)
+
+
 def deploy(plan: Plan, dry_run: bool = False, assume_yes: bool = False) -> None:
     """Run the steps in order (only the read-only ones with ``dry_run``); raise at the first failure."""
     planned = steps(plan)
     ask = not (dry_run or assume_yes)
     if ask:
         refuse_without_terminal(plan.stack)
+    if not dry_run:
+        require_secrets(plan)
     for number, current in enumerate(planned, start=1):
         if number > READ_ONLY_STEPS and dry_run:
             for argv in current.commands:
@@ -191,6 +214,23 @@ def refuse_without_terminal(stack: str) -> None:
         raise TierwallError(
             f"deploy: stack {stack} was not touched: no terminal to confirm `pulumi up` on",
             "pass --yes to apply without asking (after reading a --dry-run's preview)",
+        )
+
+
+def require_secrets(plan: Plan) -> None:
+    """Before any step: a stack converges only with its vault file, and someone must be able to
+    open it; finding out at step 7, after `pulumi up`, would leave new servers half configured."""
+    if not (plan.workdir / plan.secrets_file).is_file():
+        raise TierwallError(
+            f"deploy: stack {plan.stack} was not touched: {plan.secrets_file} does not exist",
+            f"create it once with `tierwall secrets init {plan.stack}` and back it up "
+            "(docs/operations/secrets.md)",
+        )
+    if plan.vault_arguments()[:1] == ("--vault-id",) and not sys.stdin.isatty():
+        raise TierwallError(
+            f"deploy: stack {plan.stack} was not touched: "
+            f"nothing can give the vault password of {plan.secrets_file}",
+            "pass --vault-password-file FILE or set ANSIBLE_VAULT_PASSWORD_FILE",
         )
 
 
@@ -293,6 +333,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--yes", action="store_true", help="apply the previewed changes without asking")
     parser.add_argument("--private-key", metavar="PATH", help="SSH private key of the ops user")
     parser.add_argument(
+        "--vault-password-file",
+        metavar="FILE",
+        help="the vault password of STACK-secrets.vault.yml: a file, or a script that prints it "
+        "(default: $ANSIBLE_VAULT_PASSWORD_FILE, else ansible-playbook asks)",
+    )
+    parser.add_argument(
         "--workdir",
         metavar="DIR",
         default=str(REPO),
@@ -300,6 +346,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "inventory are written there (default: this checkout)",
     )
     parser.set_defaults(func=_command)
+
+
+def _absolute(path: str | None) -> str | None:
+    # The key is written into the inventory, and both reach commands run in the project directory:
+    # a path relative to where the operator typed it would point elsewhere there.
+    return str(Path(path).expanduser().resolve()) if path else None
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -310,9 +362,11 @@ def _command(args: argparse.Namespace) -> int:
             f"deploy: {args.stack!r} is not a stack's short name",
             "give the name as in Pulumi.<stack>.yaml (letters, digits, '-', '_', '.')",
         )
-    # The key is written into the inventory that Ansible reads from the project directory:
-    # a path relative to where the operator typed it would point elsewhere there.
-    key = str(Path(args.private_key).expanduser().resolve()) if args.private_key else None
-    plan = Plan(stack=args.stack, workdir=Path(args.workdir).resolve(), private_key=key)
+    plan = Plan(
+        stack=args.stack,
+        workdir=Path(args.workdir).resolve(),
+        private_key=_absolute(args.private_key),
+        vault_password_file=_absolute(args.vault_password_file),
+    )
     deploy(plan, dry_run=args.dry_run, assume_yes=args.yes)
     return 0

@@ -50,8 +50,8 @@ PULUMI = [
     "pulumi stack output --stack prod --json --show-secrets",
 ]
 HOSTS = [
-    "ansible-playbook -i prod-inventory.yml ansible/playbooks/unlock-db.yml",
-    "ansible-playbook -i prod-inventory.yml ansible/playbooks/site.yml",
+    "ansible-playbook -i prod-inventory.yml -e @prod-secrets.vault.yml ansible/playbooks/unlock-db.yml",
+    "ansible-playbook -i prod-inventory.yml -e @prod-secrets.vault.yml ansible/playbooks/site.yml",
     "make verify INVENTORY=prod-inventory.yml",
 ]
 
@@ -65,10 +65,15 @@ class Terminal(io.StringIO):
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A project directory with a valid Pulumi.prod.yaml, and the stand-ins first on PATH."""
+    """A project directory with a valid Pulumi.prod.yaml and its vault file (its password in
+    $ANSIBLE_VAULT_PASSWORD_FILE), and the stand-ins first on PATH."""
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(EXAMPLE_STACK, project / f"Pulumi.{STACK}.yaml")
+    password = tmp_path / "vault-password"
+    password.write_text("the stack's vault password\n")
+    monkeypatch.setenv("ANSIBLE_VAULT_PASSWORD_FILE", str(password))
+    assert cli.main(["secrets", "init", STACK, "--workdir", str(project)]) == 0
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name in ("pulumi", "ansible-playbook", "make"):
@@ -182,7 +187,7 @@ def test_a_dry_run_runs_only_the_read_only_steps_and_prints_the_rest(
     # No terminal and no --yes: a dry run never asks, so it needs neither.
     assert deploy(workdir, "--dry-run") == 0
     assert commands_run(workdir) == PULUMI[:2]
-    assert sorted(p.name for p in workdir.iterdir()) == [f"Pulumi.{STACK}.yaml"]
+    assert sorted(p.name for p in workdir.iterdir()) == [f"Pulumi.{STACK}.yaml", f"{STACK}-secrets.vault.yml"]
     out = capsys.readouterr().out.splitlines()
     assert [line.removeprefix("deploy: would run: ") for line in out if "would run" in line] == [
         PULUMI[2],
@@ -222,6 +227,37 @@ def test_a_missing_pulumi_is_named_with_its_step(
     line = error_line(capsys)
     assert line.startswith("tierwall: error: deploy: step 2/8 'pulumi stack select' failed: ")
     assert "pulumi is not installed" in line
+
+
+def test_without_its_vault_file_the_stack_is_not_touched(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / f"{STACK}-secrets.vault.yml").unlink()
+    assert deploy(workdir, "--yes") == 1
+    assert commands_run(workdir) == []
+    line = error_line(capsys)
+    assert "prod-secrets.vault.yml does not exist" in line
+    assert "fix: create it once with `tierwall secrets init prod`" in line
+
+
+def test_without_a_vault_password_or_terminal_the_stack_is_not_touched(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD_FILE")
+    assert deploy(workdir, "--yes") == 1
+    assert commands_run(workdir) == []
+    assert "fix: pass --vault-password-file FILE" in error_line(capsys)
+
+
+def test_the_vault_password_file_reaches_both_playbooks(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD_FILE")
+    script = tmp_path / "vault-password"
+    assert deploy(workdir, "--yes", "--vault-password-file", str(script)) == 0
+    playbooks = [c for c in commands_run(workdir) if c.startswith("ansible-playbook")]
+    assert len(playbooks) == 2
+    assert all(f"-e @prod-secrets.vault.yml --vault-password-file {script} " in c for c in playbooks)
 
 
 def test_without_a_terminal_and_without_yes_nothing_runs(
