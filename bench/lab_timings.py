@@ -46,9 +46,12 @@ from _common import (
     write_report,
 )
 
-from tierwall.lab.image import BASE_DIR
-from tierwall.lab.packages import ARCHIVES, PACKAGES_DIR
+from tierwall.lab.image import base_dir, requested_image, suite_of
+from tierwall.lab.packages import ARCHIVES, cache_dir
 from tierwall.paths import LAB_DIR, REPO
+
+# The release the bench's own `tierwall lab up` builds (TIERWALL_LAB_IMAGE, inherited).
+SUITE = suite_of(requested_image())
 
 PLAYBOOKS = REPO / "ansible" / "playbooks"
 # Budgets (the fast-feedback targets, on the 2-core development machine).
@@ -128,7 +131,7 @@ def manual_packages(script_runner: Any) -> set[str]:
 
 
 def base_manual_packages() -> set[str]:
-    done = run(["chroot", str(BASE_DIR), "apt-mark", "showmanual"], timeout=60)
+    done = run(["chroot", str(base_dir(SUITE)), "apt-mark", "showmanual"], timeout=60)
     return set(done.stdout.split())
 
 
@@ -208,7 +211,7 @@ def body() -> int:
     parser.add_argument("--make-lab", action="store_true", help="also time `make lab` from a stopped lab")
     args = parser.parse_args()
     figures: list[Figure] = []
-    data: dict[str, Any] = {"package_cache_debs": len(list((PACKAGES_DIR / ARCHIVES).glob("*.deb")))}
+    data: dict[str, Any] = {"package_cache_debs": len(list((cache_dir(SUITE) / ARCHIVES).glob("*.deb")))}
 
     print("1. tearing the lab down, up again", flush=True)
     lab("down")

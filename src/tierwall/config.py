@@ -37,7 +37,11 @@ NAMESPACE = "tierwall"
 # is in Finland; ash/hil are in the USA and sin in Singapore.
 ALLOWED_LOCATIONS: dict[str, str] = {"fsn1": "Falkenstein, DE", "nbg1": "Nuremberg, DE"}
 NETWORK_ZONE = "eu-central"
-ALLOWED_IMAGES = ("debian-12", "debian-13")
+# Hetzner's image names and the Debian release (debootstrap's suite) each one is: the lab builds
+# its machines from the suite of the image it runs.
+DEBIAN_SUITES: dict[str, str] = {"debian-12": "bookworm", "debian-13": "trixie"}
+ALLOWED_IMAGES = tuple(DEBIAN_SUITES)
+DEFAULT_IMAGE = "debian-12"
 DEPRECATED_SERVER_TYPES = ("cx11", "cx21", "cx31", "cx41", "cx51", "cx22", "cx32", "cx42", "cx52")
 _SERVER_TYPE = re.compile(r"^[a-z]{2,4}[0-9]{2,3}$")
 _SSH_KEY = re.compile(
@@ -80,7 +84,7 @@ class StackConfig:
     ssh_public_keys: tuple[str, ...]
     admin_cidrs: tuple[str, ...]
     server_types: Mapping[str, str] = field(default_factory=lambda: {PROXY: "cx23", APP: "cx23", DB: "cx23"})
-    image: str = "debian-12"
+    image: str = DEFAULT_IMAGE
     proxy_count: int = 1
     app_count: int = 2
     db_volume_size: int = 20

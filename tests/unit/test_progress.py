@@ -1,24 +1,20 @@
 """The one-line-per-step progress of `tierwall lab up` and `lab down`, with every step faked.
 
-Nothing here touches the machine: lifecycle's ``machines``, ``network`` and ``snapshot`` are
-replaced by namespaces holding only the fakes below (a step the fakes forget fails with
-AttributeError instead of reaching the host), its ``run`` refuses to run anything and its
-``RUN_DIR`` is a temporary directory.
+Nothing here touches the machine: the ``faked_lab`` fixture (conftest.py) replaces lifecycle's
+``machines``, ``network`` and ``snapshot`` by namespaces holding only fakes (a step the fakes
+forget fails with AttributeError instead of reaching the host), its ``run`` refuses to run
+anything and its ``RUN_DIR`` is a temporary directory.
 """
 
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
-from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from tierwall import progress
 from tierwall.lab import lifecycle
-from tierwall.lab.inventory import lab_config
 from tierwall.lab.state import State
 from tierwall.progress import step
 
@@ -82,83 +78,6 @@ def test_a_message_inside_a_step_gets_its_own_line(
     ]
 
 
-class _Refused(AssertionError):
-    pass
-
-
-def _refuse(*args: object, **kwargs: object) -> None:
-    raise _Refused(f"a unit test tried to run {args}")
-
-
-@pytest.fixture
-def faked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
-    """lifecycle with every step faked; returns the list the fakes append their names to."""
-    calls: list[str] = []
-
-    def called(name: str, result: object = None):
-        def fake(*args: object, **kwargs: object) -> object:
-            calls.append(name)
-            return result
-
-        return fake
-
-    def start(state: State, host: SimpleNamespace, device: str | None) -> int:
-        calls.append("start")
-        state.pids[host.name] = 4242
-        return 4242
-
-    monkeypatch.setattr(lifecycle, "run", lambda argv, **_: subprocess.CompletedProcess(argv, 0, "", ""))
-    monkeypatch.setattr(lifecycle.subprocess, "run", _refuse)
-    monkeypatch.setattr(lifecycle.subprocess, "Popen", _refuse)
-    monkeypatch.setattr(lifecycle, "RUN_DIR", tmp_path / "var" / "run")
-    monkeypatch.setattr(lifecycle, "require_root", called("require_root"))
-    monkeypatch.setattr(lifecycle, "ensure_host_packages", called("ensure_host_packages"))
-    monkeypatch.setattr(lifecycle, "ensure_key", called("ensure_key", "ssh-ed25519 AAAA test"))
-    monkeypatch.setattr(lifecycle, "lab_config", lambda key, apps: lab_config(None, 1))
-    monkeypatch.setattr(lifecycle, "is_ready", lambda: True)
-    monkeypatch.setattr(lifecycle, "ensure_base", called("ensure_base", False))
-    monkeypatch.setattr(lifecycle, "start_sentinel", called("start_sentinel"))
-    monkeypatch.setattr(lifecycle, "_access", called("_access", False))
-    monkeypatch.setattr(lifecycle, "_write_inventory", called("_write_inventory", {}))
-    monkeypatch.setattr(lifecycle, "verify_ssh", called("verify_ssh"))
-    monkeypatch.setattr(lifecycle, "_leftovers", lambda: False)
-    monkeypatch.setattr(State, "load", classmethod(lambda cls, path=None: None))
-    monkeypatch.setattr(State, "save", lambda self, path=None: None)
-    monkeypatch.setattr(
-        lifecycle,
-        "snapshot",
-        SimpleNamespace(take=called("snapshot.take", {}), save=called("snapshot.save")),
-    )
-    monkeypatch.setattr(lifecycle, "packages", SimpleNamespace(harvest=called("harvest", 0)))
-    monkeypatch.setattr(
-        lifecycle,
-        "network",
-        SimpleNamespace(
-            resolvers=lambda: ["192.0.2.53"],
-            build_network=called("build_network"),
-            teardown_network=called("teardown_network"),
-            netns_exists=lambda name: False,
-        ),
-    )
-    monkeypatch.setattr(
-        lifecycle,
-        "machines",
-        SimpleNamespace(
-            mount_overlay=called("mount_overlay", True),
-            first_boot_files=called("first_boot_files"),
-            attach_volume=called("attach_volume", "/dev/loop9"),
-            start=start,
-            wait_running=called("wait_running", "running"),
-            stop_all=called("stop_all"),
-            pid_alive=lambda pid, needle="": False,
-            kill_strays=called("kill_strays", []),
-            is_mounted=lambda path: False,
-            remove_cgroups=called("remove_cgroups"),
-        ),
-    )
-    return calls
-
-
 def _step_labels(err: str) -> list[str]:
     labels = []
     for line in err.splitlines():
@@ -168,27 +87,27 @@ def _step_labels(err: str) -> list[str]:
     return labels
 
 
-def test_up_reports_each_step_once(faked: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_up_reports_each_step_once(faked_lab: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert lifecycle.up() == 0
     captured = capsys.readouterr()
     assert _step_labels(captured.err) == UP_STEPS
     assert all(STEP_LINE.match(line) for line in captured.err.splitlines()), captured.err
     assert captured.out.startswith("lab is up in ")
     # the steps still ran, in their order, each machine once
-    assert faked.count("start") == faked.count("wait_running") == 3
-    assert faked.index("build_network") < faked.index("start") < faked.index("verify_ssh")
+    assert faked_lab.count("start") == faked_lab.count("wait_running") == 3
+    assert faked_lab.index("build_network") < faked_lab.index("start") < faked_lab.index("verify_ssh")
 
 
 def test_up_names_a_base_image_it_has_to_build(
-    faked: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    faked_lab: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(lifecycle, "is_ready", lambda: False)
+    monkeypatch.setattr(lifecycle, "is_ready", lambda suite: False)
     lifecycle.up()
     assert "building the base image (debian bookworm)" in _step_labels(capsys.readouterr().err)
 
 
 def test_up_shows_the_step_that_failed(
-    faked: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    faked_lab: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def refuse_ssh(inventory: dict) -> None:
         raise lifecycle.LabError("ssh through the jump chain failed")
@@ -201,7 +120,7 @@ def test_up_shows_the_step_that_failed(
 
 
 def test_down_reports_each_step_once(
-    faked: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    faked_lab: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(State, "load", classmethod(lambda cls, path=None: State(pids={"proxy-1": 1})))
     (lifecycle.RUN_DIR / "db-1").mkdir(parents=True)
@@ -210,4 +129,4 @@ def test_down_reports_each_step_once(
     assert _step_labels(captured.err) == DOWN_STEPS
     assert captured.out.startswith("lab is down in ")
     assert not lifecycle.RUN_DIR.exists()
-    assert faked.index("stop_all") < faked.index("teardown_network")
+    assert faked_lab.index("stop_all") < faked_lab.index("teardown_network")

@@ -45,7 +45,7 @@ NO_ROUTE_PROBES = ("198.51.100.77", "192.0.2.1")
 # Forbidden for any lab network: this machine's own uplink range is discovered at run time too.
 UPLINK_EXAMPLE = ipaddress.ip_network("192.0.2.0/24")
 
-BASE_SUITE = "bookworm"
+# What debootstrap installs into the base image, for every release (tierwall.lab.image).
 BASE_PACKAGES = (
     "systemd",
     "systemd-sysv",
@@ -64,7 +64,6 @@ MIRROR = os.environ.get("TIERWALL_DEBIAN_MIRROR", "http://deb.debian.org/debian"
 
 # Machine-wide locations (outside the repository: shared by every clone on this machine).
 CACHE_DIR = Path(os.environ.get("TIERWALL_LAB_CACHE", "/var/cache/tierwall"))
-BASE_DIR = CACHE_DIR / f"base-{BASE_SUITE}"
 BASE_STAMP = ".tierwall-base-stamp"
 RUN_DIR = Path(os.environ.get("TIERWALL_LAB_RUN", "/var/lib/tierwall/lab"))
 STATE_FILE = RUN_DIR / "state.json"

@@ -53,10 +53,32 @@ def _apps(value: str) -> int:
     return count
 
 
+def _release_help() -> str:
+    """How the lab's release is chosen, for ``lab up --help`` (from the same table ``up`` reads)."""
+    from tierwall.config import DEBIAN_SUITES, DEFAULT_IMAGE
+    from tierwall.lab.image import IMAGE_VARIABLE
+
+    images = ", ".join(
+        f"{image} ({suite}{', the default' if image == DEFAULT_IMAGE else ''})"
+        for image, suite in DEBIAN_SUITES.items()
+    )
+    return (
+        f"The machines' Debian release is the environment variable {IMAGE_VARIABLE}, a stack's image: "
+        f"{images}. The lab records it: a lab built for another image is rebuilt, and status, ssh, "
+        f"restart and down act on the recorded one. Example: "
+        f"sudo {IMAGE_VARIABLE}=debian-13 .venv/bin/tierwall lab up (or {IMAGE_VARIABLE}=debian-13 make lab)."
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     lab = sub.add_parser("lab", help="the local lab: the topology as nspawn machines on this machine (root)")
     commands = lab.add_subparsers(dest="lab_command", required=True)
-    up = commands.add_parser("up", help="build (or repair) the lab; idempotent")
+    up = commands.add_parser(
+        "up",
+        help="build (or repair) the lab; idempotent",
+        description="Build (or repair) the lab; idempotent.",
+        epilog=_release_help(),
+    )
     up.add_argument("--rebuild-base", action="store_true", help="rebuild the cached Debian base image")
     up.add_argument(
         "--apps", type=_apps, metavar="N", help="number of app servers (overrides lab/stack.yaml)"

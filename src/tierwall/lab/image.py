@@ -1,9 +1,15 @@
-"""The base image: Debian 12 by debootstrap, about what Hetzner's debian-12 image holds.
+"""The base image: Debian by debootstrap, about what Hetzner's debian-12 or debian-13 image holds.
 
-Built once per machine under ``/var/cache/tierwall/base-bookworm`` (read-only lower layer of
-every machine's overlay). A stamp file, written last, marks a complete build: a directory
-without it (an interrupted build) is rebuilt. The stamp records the package list, so changing
-:data:`~tierwall.lab.addressing.BASE_PACKAGES` rebuilds too.
+Which release is the lab's setting ``TIERWALL_LAB_IMAGE``: a stack's ``image`` value, ``debian-12``
+(the default, Debian 12 "bookworm") or ``debian-13`` (Debian 13 "trixie"). ``up`` reads it and
+records it in the lab's state; every other lab command follows the record, so ``status``,
+``restart``, ``ssh`` and ``down`` act on the lab as it was built whatever their environment says.
+
+Built once per machine and release under ``/var/cache/tierwall/base-<suite>`` (read-only lower
+layer of every machine's overlay), so a switch of release rebuilds the machines but debootstraps
+each release only once. A stamp file, written last, marks a complete build: a directory without
+it (an interrupted build) is rebuilt. The stamp records the suite and the package list, so
+changing :data:`~tierwall.lab.addressing.BASE_PACKAGES` rebuilds too.
 
 The base has no SSH host keys, an empty machine-id and no hostname: each machine gets its own
 in its overlay.
@@ -13,39 +19,69 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-from tierwall.lab.addressing import BASE_DIR, BASE_PACKAGES, BASE_STAMP, BASE_SUITE, MIRROR
+from tierwall.config import DEBIAN_SUITES, DEFAULT_IMAGE
+from tierwall.lab.addressing import BASE_PACKAGES, BASE_STAMP, CACHE_DIR, MIRROR
 from tierwall.lab.system import LabError, log, run
 
-SOURCES = f"""\
-deb {MIRROR} {BASE_SUITE} main
-deb {MIRROR} {BASE_SUITE}-updates main
-deb {MIRROR.replace("/debian", "/debian-security")} {BASE_SUITE}-security main
-"""
+IMAGE_VARIABLE = "TIERWALL_LAB_IMAGE"
 
 
-def recipe() -> dict:
-    return {"suite": BASE_SUITE, "variant": "minbase", "packages": sorted(BASE_PACKAGES), "version": 2}
+def requested_image(environ: Mapping[str, str] = os.environ) -> str:
+    """The image ``up`` builds the lab from: ``TIERWALL_LAB_IMAGE``, unset or empty for the default."""
+    image = environ.get(IMAGE_VARIABLE, "").strip() or DEFAULT_IMAGE
+    if image not in DEBIAN_SUITES:
+        raise LabError(
+            f"{IMAGE_VARIABLE}={image!r} is not an image the lab can build: set it to "
+            f"{' or '.join(DEBIAN_SUITES)} (`export {IMAGE_VARIABLE}=debian-13`), "
+            f"or unset it for {DEFAULT_IMAGE}"
+        )
+    return image
 
 
-def recipe_id() -> str:
-    return hashlib.sha256(json.dumps(recipe(), sort_keys=True).encode()).hexdigest()[:16]
+def suite_of(image: str) -> str:
+    """debootstrap's suite for a stack image: debian-12 -> bookworm, debian-13 -> trixie."""
+    return DEBIAN_SUITES[image]
 
 
-def is_ready(base: Path = BASE_DIR) -> bool:
-    stamp = base / BASE_STAMP
+def base_dir(suite: str) -> Path:
+    return CACHE_DIR / f"base-{suite}"
+
+
+def sources(suite: str) -> str:
+    security = MIRROR.replace("/debian", "/debian-security")
+    return (
+        f"deb {MIRROR} {suite} main\n"
+        f"deb {MIRROR} {suite}-updates main\n"
+        f"deb {security} {suite}-security main\n"
+    )
+
+
+def recipe(suite: str) -> dict:
+    return {"suite": suite, "variant": "minbase", "packages": sorted(BASE_PACKAGES), "version": 2}
+
+
+def recipe_id(suite: str) -> str:
+    return hashlib.sha256(json.dumps(recipe(suite), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def is_ready(suite: str, base: Path | None = None) -> bool:
+    stamp = (base or base_dir(suite)) / BASE_STAMP
     try:
-        return json.loads(stamp.read_text()).get("id") == recipe_id()
+        return json.loads(stamp.read_text()).get("id") == recipe_id(suite)
     except (OSError, ValueError):
         return False
 
 
-def ensure_base(rebuild: bool = False, base: Path = BASE_DIR) -> bool:
-    """Build the base image unless a complete one is cached. Returns True when it was built."""
-    if not rebuild and is_ready(base):
+def ensure_base(suite: str, rebuild: bool = False, base: Path | None = None) -> bool:
+    """Build the suite's base image unless a complete one is cached. Returns True when it was built."""
+    base = base or base_dir(suite)
+    if not rebuild and is_ready(suite, base):
         return False
     started = time.monotonic()
     tmp = base.with_name(base.name + ".building")
@@ -53,33 +89,28 @@ def ensure_base(rebuild: bool = False, base: Path = BASE_DIR) -> bool:
         if stale.exists():
             shutil.rmtree(stale)
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    log(f"building the base image ({BASE_SUITE}, debootstrap from {MIRROR}) in {base}")
-    result = run(
-        [
-            "debootstrap",
-            "--variant=minbase",
-            f"--include={','.join(BASE_PACKAGES)}",
-            BASE_SUITE,
-            str(tmp),
-            MIRROR,
-        ],
-        check=False,
-        timeout=1200,
-    )
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise LabError(
-            f"debootstrap failed; the half-built tree stays in {tmp} and is rebuilt next time:\n{tail}"
-        )
-    _customise(tmp)
+    log(f"building the base image ({suite}, debootstrap from {MIRROR}) in {base}")
+    _debootstrap(suite, tmp)
+    _customise(tmp, suite)
     tmp.rename(base)
-    (base / BASE_STAMP).write_text(json.dumps({"id": recipe_id(), **recipe(), "built": time.time()}))
+    stamp = {"id": recipe_id(suite), **recipe(suite), "built": time.time()}
+    (base / BASE_STAMP).write_text(json.dumps(stamp))
     log(f"base image built in {time.monotonic() - started:.0f} s")
     return True
 
 
-def _customise(root: Path) -> None:
-    (root / "etc/apt/sources.list").write_text(SOURCES)
+def _debootstrap(suite: str, target: Path) -> None:
+    argv = ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", suite, str(target)]
+    result = run([*argv, MIRROR], check=False, timeout=1200)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise LabError(
+            f"debootstrap failed; the half-built tree stays in {target} and is rebuilt next time:\n{tail}"
+        )
+
+
+def _customise(root: Path, suite: str) -> None:
+    (root / "etc/apt/sources.list").write_text(sources(suite))
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     (root / "etc/machine-id").write_text("")

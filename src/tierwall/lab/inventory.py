@@ -7,6 +7,8 @@ shape and jump chain as for Hetzner) plus lab-only variables:
 * ``tierwall_lab_operator``     the operator's address on the lab's internet (203.0.113.1)
 * ``tierwall_lab_namespaces``   host -> network namespace (for probes run from this machine)
 * ``tierwall_dns_resolvers``    the resolvers the proxy reaches through the NAT
+* ``tierwall_lab_image``        the stack image the machines run (``debian-12`` or ``debian-13``;
+  ``TIERWALL_LAB_IMAGE`` when ``up`` built them), also the lab's stack config's ``image``
 * ``tierwall_volume_device``    (db hosts) the block device of the db's volume
 * ``postgresql_encryption_backend: fscrypt`` (the db group) instead of the role's default, LUKS:
   the lab's machines have no device-mapper, so LUKS cannot be opened there
@@ -23,6 +25,7 @@ import yaml
 from tierwall.config import StackConfig, parse_config
 from tierwall.inventory import Access, build_inventory, write_inventory
 from tierwall.lab.addressing import OPERATOR, SENTINEL, SENTINEL_NS, netns, proxy_public
+from tierwall.lab.image import requested_image
 from tierwall.lab.state import State
 from tierwall.lab.system import LabError, run
 from tierwall.paths import LAB_CONFIG, LAB_DIR
@@ -49,8 +52,11 @@ def ensure_key() -> str:
     return PUBLIC_KEY.read_text().strip()
 
 
-def lab_config(public_key: str | None = None, app_count: int | None = None) -> StackConfig:
-    """lab/stack.yaml validated like a Pulumi stack file, with the lab's key (and app count)."""
+def lab_config(
+    public_key: str | None = None, app_count: int | None = None, image: str | None = None
+) -> StackConfig:
+    """lab/stack.yaml validated like a Pulumi stack file, with the lab's key (and app count and
+    image: the release the machines run)."""
     document = yaml.safe_load(LAB_CONFIG.read_text())
     raw: dict[str, Any] = {}
     for full_key, value in document["config"].items():
@@ -60,6 +66,8 @@ def lab_config(public_key: str | None = None, app_count: int | None = None) -> S
     raw["sshPublicKeys"] = [public_key or _placeholder_key()]
     if app_count is not None:
         raw["appCount"] = app_count
+    if image is not None:
+        raw["image"] = image
     return parse_config(raw, str(LAB_CONFIG))
 
 
@@ -113,6 +121,7 @@ def lab_inventory(config: StackConfig, state: State | None, dns: list[str]) -> d
         "sentinel": SENTINEL_NS,
     }
     all_vars["tierwall_dns_resolvers"] = list(dns)
+    all_vars["tierwall_lab_image"] = config.image
     inventory["all"]["children"][DB]["vars"] = dict(LAB_DB_VARS)
     if state:
         for host in topology.hosts_in(DB):
@@ -127,10 +136,13 @@ def write_lab_inventory(path: Path | None = None) -> Path:
     from tierwall.lab.network import resolvers
 
     state = State.load()
-    app_count = state.app_count if state and state.phase != "corrupt" else None
+    known = state if state and state.phase != "corrupt" else None
     if not PUBLIC_KEY.exists():
         raise LabError("the lab has no SSH key yet: run `tierwall lab up` first")
-    config = lab_config(PUBLIC_KEY.read_text().strip(), app_count)
+    app_count = known.app_count if known else None
+    # The lab as built; with none recorded, the lab `up` would build now.
+    image = known.image if known else requested_image()
+    config = lab_config(PUBLIC_KEY.read_text().strip(), app_count, image)
     return write_inventory(lab_inventory(config, state, resolvers()), path or INVENTORY)
 
 

@@ -2,7 +2,9 @@
 
 ``up`` is idempotent: a healthy lab built for the same hosts is left alone (only the SSH key,
 known_hosts and inventory are brought in line). A lab left by another checkout is rebuilt from
-scratch: its machines hold that checkout's secrets (db passwords, the volume's key).
+scratch: its machines hold that checkout's secrets (db passwords, the volume's key). So is a lab
+built for another image than ``TIERWALL_LAB_IMAGE`` asks for (:mod:`tierwall.lab.image`); the
+other commands act on the image the state records.
 A lab that is half-built, or whose machines died while
 namespaces, bridges, mounts and loop devices remain, is torn down from its state and rebuilt,
 keeping the machines' overlays and the db volume (like a reboot). ``down`` removes exactly
@@ -29,7 +31,6 @@ import yaml
 from tierwall.inventory import write_inventory
 from tierwall.lab import machines, network, packages, snapshot
 from tierwall.lab.addressing import (
-    BASE_SUITE,
     INTERNET_BRIDGE,
     NFT_TABLE,
     ROOT_VETH_PREFIX,
@@ -41,7 +42,7 @@ from tierwall.lab.addressing import (
     netns,
     proxy_public,
 )
-from tierwall.lab.image import ensure_base, is_ready
+from tierwall.lab.image import IMAGE_VARIABLE, ensure_base, is_ready, requested_image, suite_of
 from tierwall.lab.inventory import (
     INVENTORY,
     ensure_key,
@@ -67,21 +68,15 @@ _OUR_NETNS = re.compile(r"^tw-(switch|sentinel|(proxy|app|db)-\d+)$")
 def up(rebuild_base: bool = False, apps: int | None = None) -> int:
     started = time.monotonic()
     require_root()
+    image = requested_image()
     with step("checking the host's packages"):
         ensure_host_packages()
     key = ensure_key()
-    config = lab_config(key, apps)
+    config = lab_config(key, apps, image)
     topology = config.topology()
     names = [h.name for h in topology.hosts]
-    state = State.load()
+    state = _reusable(State.load(), image)
     dns = network.resolvers()
-
-    if state is not None and state.key_owner and state.key_owner != str(LAB_DIR):
-        # Its machines hold that clone's secrets (db passwords, the volume's encryption key under
-        # its .lab/secrets): this clone could neither log in to PostgreSQL nor unlock the data.
-        log(f"the lab belongs to another checkout ({state.key_owner}): rebuilding it for this one")
-        teardown(state, keep_data=False)
-        state = None
 
     if state is not None and not rebuild_base and state.phase == "up" and state.hosts == names:
         with step(f"checking the health of {len(names)} machines"):
@@ -106,10 +101,11 @@ def up(rebuild_base: bool = False, apps: int | None = None) -> int:
         log("no state file but lab leftovers exist: removing them first")
         teardown(State(), keep_data=False)
 
-    base = "base image cached" if not rebuild_base and is_ready() else "building the base image"
-    with step(f"{base} (debian {BASE_SUITE})"):
-        ensure_base(rebuild=rebuild_base)
-    state = State(app_count=config.app_count, hosts=names, started_at=time.time())
+    suite = suite_of(image)
+    base = "base image cached" if not rebuild_base and is_ready(suite) else "building the base image"
+    with step(f"{base} (debian {suite})"):
+        ensure_base(suite, rebuild=rebuild_base)
+    state = State(app_count=config.app_count, image=image, hosts=names, started_at=time.time())
     state.save()
     with step("building the networks and the containment"):
         network.build_network(state, topology)
@@ -145,6 +141,23 @@ def up(rebuild_base: bool = False, apps: int | None = None) -> int:
     summary = ", ".join(f"{h} {s}" for h, s in booted.items())
     print(f"lab is up in {time.monotonic() - started:.1f} s ({summary}); inventory: {INVENTORY}")
     return 0
+
+
+def _reusable(state: State | None, image: str) -> State | None:
+    """The lab's state, or None once a lab this clone cannot repair in place is torn down."""
+    if state is None:
+        return None
+    if state.key_owner and state.key_owner != str(LAB_DIR):
+        # Its machines hold that clone's secrets (db passwords, the volume's encryption key under
+        # its .lab/secrets): this clone could neither log in to PostgreSQL nor unlock the data.
+        log(f"the lab belongs to another checkout ({state.key_owner}): rebuilding it for this one")
+    elif state.image != image:
+        # Its disks are overlays of the other release's base image: nothing of them can be kept.
+        log(f"the lab runs {state.image}, {IMAGE_VARIABLE} asks for {image}: rebuilding it")
+    else:
+        return state
+    teardown(state, keep_data=False)
+    return None
 
 
 def _access(state: State, topology: Topology, key: str) -> bool:
@@ -236,7 +249,7 @@ def restart(name: str, timeout: float = 60) -> int:
     state = State.load()
     if state is None or state.phase != "up":
         raise LabError("the lab is not up: `tierwall lab up` first")
-    topology = lab_config(None, state.app_count).topology()
+    topology = lab_config(None, state.app_count, state.image).topology()
     host = next((h for h in topology.hosts if h.name == name), None)
     if host is None:
         raise LabError(f"no host {name!r} in the lab; hosts: {', '.join(h.name for h in topology.hosts)}")
@@ -281,7 +294,7 @@ def _boot(state: State, host: Host, device: str | None) -> tuple[int, str]:
 
 def health(state: State, topology: Topology) -> list[str]:
     problems = []
-    if not is_ready():
+    if not is_ready(suite_of(state.image)):
         problems.append("the base image is missing or incomplete")
     problems += network.network_healthy(state, topology)
     for mount in state.mounts:
@@ -306,9 +319,10 @@ def status() -> int:
     if state is None:
         print("lab is down (no state)")
         return 1
-    config = lab_config(None, state.app_count)
+    config = lab_config(None, state.app_count, state.image)
     topology = config.topology()
-    print(f"lab: {state.phase}; state {RUN_DIR / 'state.json'}; keys of {state.key_owner}")
+    release = f"{state.image} ({suite_of(state.image)})"
+    print(f"lab: {state.phase}; {release}; state {RUN_DIR / 'state.json'}; keys of {state.key_owner}")
     for host in topology.hosts:
         addresses = [f"{i.network} {i.address}" for i in host.interfaces]
         if host.tier == PROXY:
@@ -392,7 +406,7 @@ def teardown(state: State, keep_data: bool) -> None:
             run(["losetup", "-d", device], check=False)
         machines.remove_cgroups(state.cgroups)
     with step("keeping the packages the machines downloaded for the next lab"):
-        packages.harvest(sorted(RUN_DIR.glob("*/upper")))
+        packages.harvest(sorted(RUN_DIR.glob("*/upper")), packages.cache_dir(suite_of(state.image)))
     with step("removing the networks and the containment"):
         extra_ns = [n for n in _netns_names() if _OUR_NETNS.match(n)]
         state.root_links = sorted(

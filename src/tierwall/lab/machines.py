@@ -32,6 +32,7 @@ from pathlib import Path
 from tierwall.cloud_init import cloud_config
 from tierwall.lab import packages
 from tierwall.lab.addressing import RUN_DIR, VOLUME_SIZE, netns
+from tierwall.lab.image import base_dir, suite_of
 from tierwall.lab.state import State
 from tierwall.lab.system import LabError, log, run
 from tierwall.topology import DB, Host
@@ -74,11 +75,17 @@ def mount_overlay(state: State, host: str) -> bool:
                 "overlay",
                 "overlay",
                 "-o",
-                f"lowerdir={packages.lower_dirs()},upperdir={upper},workdir={work}",
+                f"lowerdir={_lower_dirs(state)},upperdir={upper},workdir={work}",
                 str(merged),
             ]
         )
     return fresh
+
+
+def _lower_dirs(state: State) -> str:
+    """The package cache and base image of the release the lab is built for."""
+    suite = suite_of(state.image)
+    return packages.lower_dirs(packages.cache_dir(suite), base_dir(suite))
 
 
 def first_boot_files(host: Host, public_keys: list[str], dns: list[str]) -> None:
