@@ -2,7 +2,8 @@
 
 The lab runs Debian 12; this suite proves ahead of a switch that what the roles write on Debian 13 is
 accepted there: OpenSSH 10's `sshd -t`, squid 6's `-k parse`, chrony 4.6's `chronyd -p`, apt's
-parser, `visudo`, nftables 1.1's `nft -c`, apt-cacher-ng's own option reader, systemd 257's
+parser, `visudo`, nftables 1.1's `nft -c`, apt-cacher-ng's own option reader, nginx 1.26's `nginx -t`
+(without a warning: HTTP/2 as nginx 1.25.1 and later spell it), systemd 257's
 `systemd-analyze verify`, and PostgreSQL 17 itself (a scratch cluster made by pg_createcluster with
 the role's arguments, the role's validate script, pgAudit loaded in single-user mode). It also
 checks that every package the roles install exists in the release and that the application's
@@ -30,7 +31,8 @@ packages 52 s, 950 MB):
     DEBIAN_FRONTEND=noninteractive chroot /var/tmp/tw-trixie apt-get install -y --no-install-recommends \\
       openssh-server openssh-client sudo chrony unattended-upgrades ca-certificates iproute2 nftables \\
       squid apt-cacher-ng python3-venv libpq5 python3-apt python3-psycopg2 fscrypt e2fsprogs \\
-      cryptsetup-bin util-linux postgresql-17 postgresql-client-17 postgresql-17-pgaudit
+      cryptsetup-bin util-linux postgresql-17 postgresql-client-17 postgresql-17-pgaudit \\
+      nginx-light logrotate
     TIERWALL_TRIXIE_ROOT=/var/tmp/tw-trixie .venv/bin/pytest -q tests/integration/test_trixie_configs.py
 """
 
@@ -51,6 +53,7 @@ import pytest
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import add_all_plugin_dirs
 from ansible.template import Templar, trust_as_template
+from test_nginx_templates import render_tree
 
 from tierwall.inventory import Access, build_inventory
 from tierwall.topology import build_topology
@@ -69,7 +72,7 @@ PACKAGES = (
     "iproute2",
     "nftables", "squid", "apt-cacher-ng", "python3-venv", "libpq5", "python3-apt", "python3-psycopg2",
     "fscrypt", "e2fsprogs", "cryptsetup-bin", "util-linux",
-    "postgresql-17", "postgresql-client-17", "postgresql-17-pgaudit",
+    "postgresql-17", "postgresql-client-17", "postgresql-17-pgaudit", "nginx-light", "logrotate",
 )
 TOPOLOGY = build_topology(app_count=2)
 INVENTORY = build_inventory(
@@ -237,6 +240,7 @@ ROLE_PACKAGES = {
     "egress_proxy": "__egress_proxy_packages",
     "apt_proxy": "__apt_proxy_packages",
     "app": "__app_packages",
+    "nginx": "__nginx_packages",
     "postgresql": "__postgresql_packages + __postgresql_encryption_packages.fscrypt"
                   " + __postgresql_encryption_packages.luks",
 }
@@ -409,6 +413,49 @@ def test_apt_cacher_ng_reads_its_configuration(tree: Tree) -> None:
         assert done.stdout.strip() == wanted, f"{name}: {done.stdout!r}"
     packages = tree.path("/var/lib/dpkg/info/apt-cacher-ng.templates").read_text()
     assert "Template: apt-cacher-ng/tunnelenable" in packages, "the preseeded debconf question is gone"
+
+
+# -- nginx -----------------------------------------------------------------------------------------
+
+
+def _nginx_t(tree: Tree, version: str) -> subprocess.CompletedProcess[str]:
+    """`nginx -t` of the tree on templates/nginx rendered for nginx ``version`` as
+    test_nginx_templates renders them (its certificates and CRL included), paths as the tree sees them."""
+    prefix = tree.scratch / f"nginx-{version}"
+    render_tree(prefix, 2, nginx_version=version)
+    for path in (prefix / "conf").rglob("*.conf"):
+        path.write_text(path.read_text().replace(str(tree.root), ""))
+    inside = "/" + str(prefix.relative_to(tree.root))
+    return tree.run("nginx", "-t", "-p", inside, "-c", f"{inside}/conf/nginx.conf")
+
+
+def test_nginx_version_is_the_releases(tree: Tree) -> None:
+    """nginx_version follows the release: the nginx the tree installs is that major.minor."""
+    expected = value(tree, "nginx", "nginx_version", HOSTS["proxy"])
+    done = tree.run("nginx", "-v")
+    assert_ok(done, "nginx -v")
+    assert re.search(rf"nginx/{re.escape(str(expected))}\.", done.stderr), f"{expected}: {done.stderr}"
+
+
+def test_nginx_accepts_its_configuration_without_a_warning(tree: Tree) -> None:
+    """The files rendered for the release's nginx pass its `nginx -t` (the role's validate) and warn
+    about nothing: no deprecated `listen ... http2` on nginx 1.25.1 and later."""
+    done = _nginx_t(tree, value(tree, "nginx", "nginx_version", HOSTS["proxy"]))
+    assert_ok(done, "nginx -t")
+    assert "[warn]" not in done.stderr, done.stderr
+
+
+def test_nginx_shows_why_http2_follows_the_version(tree: Tree) -> None:
+    """The form for the other side of 1.25.1 is wrong on this release: the listen parameter is
+    deprecated (a warning at every reload), or `http2 on;` is an unknown directive."""
+    newer = value(tree, "nginx", "__nginx_http2_directive", HOSTS["proxy"])
+    done = _nginx_t(tree, "1.22" if newer else "1.26")
+    if newer:
+        assert_ok(done, "nginx -t")
+        assert 'the "listen ... http2" directive is deprecated' in done.stderr, done.stderr
+    else:
+        assert done.returncode != 0, done.stderr
+        assert 'unknown directive "http2"' in done.stderr, done.stderr
 
 
 # -- systemd units ---------------------------------------------------------------------------------
