@@ -4,10 +4,11 @@ The lab runs Debian 12; this suite proves ahead of a switch that what the roles 
 accepted there: OpenSSH 10's `sshd -t`, squid 6's `-k parse`, chrony 4.6's `chronyd -p`, apt's
 parser, `visudo`, nftables 1.1's `nft -c`, apt-cacher-ng's own option reader, nginx 1.26's `nginx -t`
 (without a warning: HTTP/2 as nginx 1.25.1 and later spell it), systemd 257's
-`systemd-analyze verify`, and PostgreSQL 17 itself (a scratch cluster made by pg_createcluster with
-the role's arguments, the role's validate script, pgAudit loaded in single-user mode). It also
-checks that every package the roles install exists in the release and that the application's
-locked wheels install on its Python.
+`systemd-analyze verify` and journald's list of settings, and PostgreSQL 17 itself (a scratch
+cluster made by pg_createcluster with the role's arguments, the role's validate script, pgAudit
+loaded in single-user mode). sshd and chronyd must not even warn. It also checks that every
+package the roles install exists in the release and that the application's locked wheels
+install on its Python.
 
 The tree is a debootstrap'd root file system given by TIERWALL_TRIXIE_ROOT. Unset: the suite is
 skipped. Set but missing, not Debian, or lacking a package the roles install: every test fails and
@@ -284,6 +285,7 @@ def test_sshd_accepts_the_dropin(tree: Tree, tier: str) -> None:
     wrapper = tree.put(f"sshd-{tier}-main.conf", f"Include {dropin}\nInclude /etc/ssh/sshd_config\n")
     done = tree.run("sshd", "-T", "-f", wrapper)
     assert_ok(done, "sshd -T")
+    assert done.stderr.strip() == "", f"sshd -T warns (a deprecated or unsupported keyword?):\n{done.stderr}"
     effective = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
     kex = effective["kexalgorithms"].split(",")
     pq_offered = [k for k in PQ_KEX if k in offered(tree, "kex")]
@@ -314,7 +316,9 @@ def test_chrony_accepts_its_configuration(tree: Tree, tier: str) -> None:
     conf = tree.put(f"chrony-{tier}.conf", render(tree, "common", "chrony.conf.j2", host))
     options = re.search(r'^DAEMON_OPTS="([^"]*)"', render(tree, "common", "chrony-default.j2", host), re.M)
     assert options, "chrony-default.j2 sets no DAEMON_OPTS"
-    assert_ok(tree.run("chronyd", *options.group(1).split(), "-p", "-f", conf), f"chronyd -p -f ({tier})")
+    done = tree.run("chronyd", *options.group(1).split(), "-p", "-f", conf)
+    assert_ok(done, f"chronyd -p -f ({tier})")
+    assert done.stderr.strip() == "", f"chronyd -p warns ({tier}):\n{done.stderr}"
 
 
 def test_chrony_unit_still_needs_the_container_override(tree: Tree) -> None:
@@ -322,6 +326,18 @@ def test_chrony_unit_still_needs_the_container_override(tree: Tree) -> None:
     unit = tree.path("/usr/lib/systemd/system/chrony.service").read_text()
     assert "ConditionCapability=CAP_SYS_TIME" in unit
     assert "$DAEMON_OPTS" in unit, "chrony.service no longer reads DAEMON_OPTS from /etc/default/chrony"
+
+
+def test_journald_knows_every_setting_of_the_dropin(tree: Tree) -> None:
+    """journald skips a key it does not know with a log line only: every key of the role's drop-in is
+    one the release's journald.conf lists (it lists them all, commented out, with their defaults)."""
+    # Where Debian 13 ships it, then where later systemd releases put it.
+    places = ("/etc/systemd/journald.conf", "/usr/lib/systemd/journald.conf")
+    shipped = next(tree.path(p) for p in places if tree.path(p).exists())
+    known = set(re.findall(r"^#?([A-Za-z]+)=", shipped.read_text(), re.M))
+    keys = re.findall(r"^([A-Za-z]+)=", render(tree, "common", "journald.conf.j2", HOSTS["db"]), re.M)
+    assert keys, "journald.conf.j2 sets nothing"
+    assert [k for k in keys if k not in known] == [], f"keys journald of Debian {tree.release} does not know"
 
 
 def test_apt_configuration_parses(tree: Tree) -> None:
