@@ -24,10 +24,12 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import Inventory, connect
 from probes import tcp_outcome
 from sealed_rows import platform_keyring, sealed_sql
@@ -36,12 +38,8 @@ from tierwall.paths import LAB_DIR, REPO
 
 TIER_GROUP = "db"
 PORT = 5432
-VERSION = "15"
-UNIT = f"postgresql@{VERSION}-main.service"
 VOLUME_MOUNT = "/srv/pgdata-volume"
 ENCRYPTED_DIR = f"{VOLUME_MOUNT}/postgresql"
-DATA_DIRECTORY = f"{ENCRYPTED_DIR}/{VERSION}/main"
-LOG_FILE = f"/var/log/postgresql/postgresql-{VERSION}-main.log"
 CA_FILE = "/etc/ssl/tierwall/ca.crt"
 ROLES = {"notes": "notes_app", "identity": "identity_app"}
 # app/src/tierwall_notes/schema/__init__.py: APP_PRIVILEGES
@@ -188,6 +186,55 @@ def _is_lab(inventory: Inventory) -> bool:
     return inventory.all_vars.get("tierwall_target") == "lab"
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """The db's cluster ``main`` of PostgreSQL ``version`` and what the postgresql role names after it."""
+
+    version: str
+
+    @property
+    def unit(self) -> str:
+        return f"postgresql@{self.version}-main.service"
+
+    @property
+    def data_directory(self) -> str:
+        return f"{ENCRYPTED_DIR}/{self.version}/main"
+
+    @property
+    def log_file(self) -> str:
+        return f"/var/log/postgresql/postgresql-{self.version}-main.log"
+
+    @property
+    def start_conf(self) -> str:
+        return f"/etc/postgresql/{self.version}/main/start.conf"
+
+
+_CLUSTERS: dict[str, Cluster] = {}
+# The PostgreSQL major the role installs on each Debian release (by VERSION_ID).
+RELEASE_VERSIONS = yaml.safe_load(
+    (REPO / "ansible" / "roles" / "postgresql" / "vars" / "main.yml").read_text()
+)["__postgresql_release_versions"]
+
+
+@pytest.fixture
+def cluster(host: Any, host_name: str) -> Cluster:
+    """The cluster as the host has it (15 on Debian 12, 17 on Debian 13), read once per host, before
+    a test can lock the data: pg_lsclusters reads /etc/postgresql, and it must be the one cluster
+    ``main``, of the PostgreSQL the role installs on the host's release."""
+    if host_name not in _CLUSTERS:
+        listed = host.run("pg_lsclusters --no-header")
+        assert listed.rc == 0, listed.stderr
+        versions = [line.split()[0] for line in listed.stdout.splitlines() if line.split()[1:2] == ["main"]]
+        assert len(versions) == 1, f"not exactly one cluster main:\n{listed.stdout}"
+        release = re.search(r'^VERSION_ID="?(\d+)', host.file("/etc/os-release").content_string, re.M)
+        assert release, "no VERSION_ID in /etc/os-release"
+        assert versions[0] == str(RELEASE_VERSIONS.get(release.group(1))), (
+            f"PostgreSQL {versions[0]} on Debian {release.group(1)}, the role installs {RELEASE_VERSIONS}"
+        )
+        _CLUSTERS[host_name] = Cluster(versions[0])
+    return _CLUSTERS[host_name]
+
+
 # -- network, TLS and authentication ----------------------------------------------------------------
 
 
@@ -316,11 +363,13 @@ def test_the_proxy_cannot_reach_the_db(inventory: Inventory, db_address: str, ho
 
 
 @pytest.mark.control("ENC-05")
-def test_the_data_directory_is_on_the_encrypted_volume(host: Any, hostvars: dict[str, Any]) -> None:
+def test_the_data_directory_is_on_the_encrypted_volume(
+    host: Any, hostvars: dict[str, Any], cluster: Cluster
+) -> None:
     """The cluster's data directory lies inside the encrypted directory on the attached volume, not
     on the system disk: fscrypt (lab) reports it encrypted, or its file system sits on a LUKS mapping."""
-    assert psql(host, "postgres", "SHOW data_directory") == DATA_DIRECTORY
-    source = host.run("findmnt -n -o SOURCE --target %s", DATA_DIRECTORY).stdout.strip()
+    assert psql(host, "postgres", "SHOW data_directory") == cluster.data_directory
+    source = host.run("findmnt -n -o SOURCE --target %s", cluster.data_directory).stdout.strip()
     if _is_lab_host(hostvars):
         assert source == hostvars["tierwall_volume_device"]
         status = host.run("fscrypt status %s", ENCRYPTED_DIR)
@@ -329,18 +378,18 @@ def test_the_data_directory_is_on_the_encrypted_volume(host: Any, hostvars: dict
         assert re.search(r"^Unlocked: Yes", status.stdout, re.M)
     else:
         kind = host.run("lsblk -n -o TYPE %s", source).stdout.split()
-        assert kind[:1] == ["crypt"], f"{DATA_DIRECTORY} is on {source} ({kind}), not a LUKS mapping"
+        assert kind[:1] == ["crypt"], f"{cluster.data_directory} is on {source} ({kind}), not a LUKS mapping"
 
 
 @pytest.mark.control("ENC-05")
-def test_postgresql_is_not_started_at_boot(host: Any) -> None:
+def test_postgresql_is_not_started_at_boot(host: Any, cluster: Cluster) -> None:
     """The key is not on the host, so nothing may start the cluster at boot: start.conf is manual,
     postgresql.service is disabled and the unit refuses to start on locked data."""
-    assert host.file(f"/etc/postgresql/{VERSION}/main/start.conf").content_string.strip().endswith("manual")
+    assert host.file(cluster.start_conf).content_string.strip().endswith("manual")
     assert not host.service("postgresql.service").is_enabled
-    dropin = host.run("systemctl show -p DropInPaths --value %s", UNIT).stdout.split()
-    assert dropin, f"{UNIT} has no drop-in"
-    assert f"AssertPathExists={DATA_DIRECTORY}/PG_VERSION" in host.file(dropin[0]).content_string
+    dropin = host.run("systemctl show -p DropInPaths --value %s", cluster.unit).stdout.split()
+    assert dropin, f"{cluster.unit} has no drop-in"
+    assert f"AssertPathExists={cluster.data_directory}/PG_VERSION" in host.file(dropin[0]).content_string
 
 
 # Walks the writable trees of the db and its journal for 64-hex-digit tokens and prints
@@ -539,7 +588,9 @@ def test_connections_are_logged_with_who_and_where(host: Any) -> None:
 
 
 @pytest.mark.control("LOG-01")
-def test_pgaudit_logs_a_read_of_the_notes(host: Any, apps: list[Any], db_address: str) -> None:
+def test_pgaudit_logs_a_read_of_the_notes(
+    host: Any, apps: list[Any], db_address: str, cluster: Cluster
+) -> None:
     """A read of the notes table by the app is written to the server log by pgAudit (who, what,
     which table), as DSV Art. 4 asks for sensitive data processed at scale."""
     assert "pgaudit" in psql(host, "postgres", "SHOW shared_preload_libraries")
@@ -549,12 +600,12 @@ def test_pgaudit_logs_a_read_of_the_notes(host: Any, apps: list[Any], db_address
     )
     assert verdict["ok"], verdict
     for _ in range(20):
-        lines = host.run("grep -F %s %s", marker, LOG_FILE).stdout.splitlines()
+        lines = host.run("grep -F %s %s", marker, cluster.log_file).stdout.splitlines()
         audit = [ln for ln in lines if "AUDIT: OBJECT" in ln]
         if audit:
             break
         time.sleep(0.5)
-    assert audit, f"no pgAudit line for {marker} in {LOG_FILE}"
+    assert audit, f"no pgAudit line for {marker} in {cluster.log_file}"
     assert "READ,SELECT,TABLE,public.notes" in audit[0]
     assert "notes_app@notes" in audit[0]
 
@@ -650,7 +701,7 @@ def _is_lab_host(hostvars: dict[str, Any]) -> bool:
 @pytest.mark.lab_only
 @pytest.mark.disruptive  # the db machine restarts and stays locked until unlocked
 def test_after_a_restart_the_data_is_locked_until_unlocked(
-    host: Any, host_name: str, inventory: Inventory
+    host: Any, host_name: str, inventory: Inventory, cluster: Cluster
 ) -> None:
     """The promise "unreadable on unauthorised access" survives a reboot: a row is written, the db
     machine restarts, its data directory shows only ciphertext names and PostgreSQL is down; after
@@ -672,10 +723,10 @@ def test_after_a_restart_the_data_is_locked_until_unlocked(
         assert listing.rc == 0, listing.stderr
         names = listing.stdout.split()
         assert names, f"{ENCRYPTED_DIR} is empty after the restart: is the volume mounted?"
-        assert VERSION not in names, f"plaintext names after the restart: {names}"
+        assert cluster.version not in names, f"plaintext names after the restart: {names}"
         assert all(re.fullmatch(r"[A-Za-z0-9+,_-]{16,}", n) for n in names), names
         assert re.search(r"^Unlocked: No", host.run("fscrypt status %s", ENCRYPTED_DIR).stdout, re.M)
-        assert not host.service(UNIT).is_running
+        assert not host.service(cluster.unit).is_running
         # What really listens, on any address: PostgreSQL binds the backend address, so a check
         # of the wildcard address alone would pass even with the server up.
         listening = host.run("ss -Hltn 'sport = :%s'", str(PORT))
@@ -689,7 +740,7 @@ def test_after_a_restart_the_data_is_locked_until_unlocked(
             capture_output=True, text=True, timeout=600, env=env, cwd=REPO, check=False,
         )  # fmt: skip
         assert unlocked.returncode == 0, unlocked.stdout[-3000:] + unlocked.stderr[-2000:]
-    assert host.service(UNIT).is_running
+    assert host.service(cluster.unit).is_running
     try:
         row = psql(
             host, "notes", f"SELECT file_id, encode(ciphertext, 'hex') FROM notes WHERE note_id = '{note_id}'"
