@@ -5,7 +5,7 @@
     stack, location, domain, admin_cidrs (list), app_port (int),
     networks: {frontend|backend: {id, cidr}},
     hosts: {<host>: {tier, private_ips: {<network>: ip}, public_ipv4, public_ipv6 (proxy only)}},
-    db_volume_id, db_volume_linux_device
+    db_volume_id, db_volume_linux_device, verify_ssh_public_key ("" when the stack has none)
 
 Private addresses are the ones Hetzner reports for each server, not the ones the program asked
 for, so ``tierwall inventory`` (check_outputs_match) notices a stack that drifted from the topology.
@@ -69,4 +69,6 @@ def stack_outputs(
         "hosts": {h.name: host_output(h.tier, servers[h.name], networks) for h in topology.hosts},
         "db_volume_id": db_volume.id,
         "db_volume_linux_device": db_volume.linux_device,
+        # The inventory installs it for the verify account; empty: no such account.
+        "verify_ssh_public_key": config.verify_ssh_public_key,
     }

@@ -15,7 +15,10 @@ from tierwall.config import ConfigError, load_stack_file
 from tierwall.deploy import register as register_deploy
 from tierwall.errors import report
 from tierwall.inventory import (
+    OPS_USER,
+    VERIFY_USER,
     Access,
+    InventoryError,
     build_inventory,
     inventory_target,
     load_outputs,
@@ -54,13 +57,23 @@ def _inventory(args: argparse.Namespace) -> int:
         return 0
     outputs = load_outputs(args.pulumi_outputs)
     topology = topology_from_outputs(outputs)
+    verify_key = str(outputs.get("verify_ssh_public_key") or "")
+    if args.verify and not verify_key:
+        raise InventoryError(
+            "--verify: the stack has no verify account (its output verify_ssh_public_key is empty); "
+            "set tierwall:verifySshPublicKey in the stack file, then pulumi up and converge site.yml"
+        )
     access = Access(
         proxy_public=proxy_public_from_outputs(outputs),
         admin_cidrs=tuple(outputs.get("admin_cidrs", ())),
         domain=str(outputs.get("domain", "")),
         private_key_file=args.private_key,
+        known_hosts_file=args.known_hosts,
         target=str(outputs.get("stack", "hetzner")),
         db_volume_device=outputs.get("db_volume_linux_device"),
+        verify_keys=(verify_key,) if verify_key else (),
+        ssh_user=VERIFY_USER if args.verify else OPS_USER,
+        become=not args.verify,
     )
     inventory = build_inventory(topology, access)
     if args.output:
@@ -208,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--pulumi-outputs", metavar="FILE", help="`pulumi stack output --json` of a stack")
     source.add_argument("--lab", action="store_true", help="the local lab's inventory")
     inv.add_argument("--private-key", metavar="FILE", help="SSH private key of the ops user")
+    inv.add_argument("--known-hosts", metavar="FILE", help="the hosts' keys (default: ssh's own known_hosts)")
+    inv.add_argument(
+        "--verify",
+        action="store_true",
+        help="connect as the verify account (make verify of the scheduled check): no become; "
+        "--private-key is then the verify key",
+    )
     inv.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     inv.set_defaults(func=_inventory)
 

@@ -91,6 +91,8 @@ class StackConfig:
     frontend_cidr: str = "10.10.1.0/24"
     backend_cidr: str = "10.10.2.0/24"
     app_port: int = 8443
+    # The scheduled production check's own key (the `verify` account); empty: no such account.
+    verify_ssh_public_key: str = ""
 
     def topology(self) -> Topology:
         return build_topology(
@@ -171,6 +173,16 @@ def _ssh_keys(value: Any) -> tuple[str, ...]:
             raise _Invalid(f"entry {index} is an RSA key shorter than 2048 bits; use ed25519")
         keys.append(key.strip())
     return tuple(keys)
+
+
+def _verify_key(value: Any) -> str:
+    if value == "":
+        return ""
+    if not isinstance(value, str) or not _SSH_KEY.match(value.strip()):
+        raise _Invalid("must be one OpenSSH public key ('ssh-ed25519 AAAA... verify@ci') for verify")
+    if value.startswith("ssh-rsa") and len(value.split()[1]) < 370:
+        raise _Invalid("is an RSA key shorter than 2048 bits; use ed25519")
+    return value.strip()
 
 
 def _admin_cidrs(value: Any) -> tuple[str, ...]:
@@ -266,6 +278,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("frontendCidr", "frontend_cidr", _private_cidr, help="proxy <-> app network"),
     Key("backendCidr", "backend_cidr", _private_cidr, help="app <-> db network"),
     Key("appPort", "app_port", _port, help="TCP port of the application servers"),
+    Key("verifySshPublicKey", "verify_ssh_public_key", _verify_key, help="the production check's own key"),
 )
 KEYS = {k.name: k for k in SCHEMA}
 
@@ -291,6 +304,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "stack config") -> StackC
             values[key.attribute] = key.validate(raw[key.name])
         except _Invalid as exc:
             issues.append(ConfigIssue(key.name, str(exc)))
+    issues += _cross_key_issues(values)
     if not issues:
         config = StackConfig(**values)
         try:
@@ -300,6 +314,18 @@ def parse_config(raw: Mapping[str, Any], source: str = "stack config") -> StackC
         else:
             return config
     raise ConfigError(issues, source)
+
+
+def _cross_key_issues(values: Mapping[str, Any]) -> list[ConfigIssue]:
+    """The verify account reads; the operators' keys may sudo anything: one key must never be both."""
+    verify = values.get("verify_ssh_public_key")
+    if verify and verify.split()[:2] in [k.split()[:2] for k in values.get("ssh_public_keys", ())]:
+        message = (
+            "is one of sshPublicKeys; give the verify account a key of its own "
+            "(ssh-keygen -t ed25519 -f verify), used only by the production check"
+        )
+        return [ConfigIssue("verifySshPublicKey", message)]
+    return []
 
 
 def from_pulumi_values(values: Mapping[str, str], source: str = "pulumi config") -> StackConfig:

@@ -20,6 +20,9 @@ import yaml
 from tierwall.topology import APP, BACKEND, FRONTEND, PROXY, TIERS, Ports, Topology, build_topology
 
 OPS_USER = "ops"
+# The scheduled production check's account: its own key, no sudo but the common role's short list
+# of read-only commands (docs/operations/verification.md).
+VERIFY_USER = "verify"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,11 @@ class Access:
     # A command SSH opens its first hop through (ProxyCommand, with %h and %p), instead of a
     # direct TCP connection: the lab's containment gate.
     connect_command: str | None = None
+    # The verify account's public key(s), installed by the common role; empty: no such account.
+    verify_keys: tuple[str, ...] = ()
+    # False for the verify account's own inventory: it may not become root (sudo runs only its
+    # listed commands, each named in full).
+    become: bool = True
 
 
 class InventoryError(ValueError):
@@ -104,7 +112,7 @@ def build_inventory(topology: Topology, access: Access) -> dict[str, Any]:
 
     all_vars: dict[str, Any] = {
         "ansible_user": access.ssh_user,
-        "ansible_become": True,
+        "ansible_become": access.become,
         "tierwall_target": access.target,
         "tierwall_topology": topology.as_dict(),
         "tierwall_proxy_public": dict(access.proxy_public),
@@ -113,6 +121,10 @@ def build_inventory(topology: Topology, access: Access) -> dict[str, Any]:
     }
     if access.private_key_file:
         all_vars["ansible_ssh_private_key_file"] = access.private_key_file
+    if access.verify_keys:
+        all_vars["common_verify_authorized_keys"] = list(access.verify_keys)
+    if access.ssh_user == VERIFY_USER:
+        all_vars["tierwall_verify_account"] = True
     return {"all": {"vars": all_vars, "children": groups}}
 
 

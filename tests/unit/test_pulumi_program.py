@@ -635,6 +635,7 @@ OUTPUT_KEYS = {
     "hosts",
     "db_volume_id",
     "db_volume_linux_device",
+    "verify_ssh_public_key",
 }
 
 
