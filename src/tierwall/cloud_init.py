@@ -1,4 +1,4 @@
-"""First-boot user data (cloud-init) for every server: the ops user and sshd hardening.
+"""First-boot user data (cloud-init) for every server: the ops user, sshd hardening, its host key.
 
 Hetzner's debian-12 image lets root log in with a key and ships a ``50-cloud-init.conf``
 drop-in that can turn password login back on. Our drop-in is named to sort before it: sshd
@@ -15,6 +15,10 @@ import yaml
 
 OPS_USER = "ops"
 SSHD_DROPIN_PATH = "/etc/ssh/sshd_config.d/10-tierwall.conf"
+# The one host key a server has and offers (the common role keeps it so): auditors' clients and the
+# operators' known_hosts see Ed25519 only, from the first boot on.
+HOST_KEY_TYPE = "ed25519"
+HOST_KEY_PATH = f"/etc/ssh/ssh_host_{HOST_KEY_TYPE}_key"
 SUDOERS_PATH = f"/etc/sudoers.d/90-{OPS_USER}"
 
 SSHD_FIRST_BOOT = f"""\
@@ -27,6 +31,7 @@ PubkeyAuthentication yes
 AuthenticationMethods publickey
 AllowUsers {OPS_USER}
 X11Forwarding no
+HostKey {HOST_KEY_PATH}
 """
 
 
@@ -46,6 +51,10 @@ def cloud_config(ssh_public_keys: Sequence[str], ops_user: str = OPS_USER) -> di
         ],
         "disable_root": True,
         "ssh_pwauth": False,
+        # The image's host keys are deleted and only an Ed25519 one is made (cloud-init's default
+        # makes RSA and ECDSA keys too).
+        "ssh_deletekeys": True,
+        "ssh_genkeytypes": [HOST_KEY_TYPE],
         "write_files": [
             {
                 "path": SSHD_DROPIN_PATH,

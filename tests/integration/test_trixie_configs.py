@@ -296,6 +296,12 @@ def test_sshd_accepts_the_dropin(tree: Tree, tier: str) -> None:
     assert effective["macs"].split(",") == defaults["common_sshd_macs"]
     assert effective["permitrootlogin"] == "no"
     assert effective["passwordauthentication"] == "no"
+    assert effective["hostkey"] == "/etc/ssh/ssh_host_ed25519_key"
+    assert effective["hostkeyalgorithms"] == "ssh-ed25519"
+    assert effective["maxstartups"] == "10:30:60"
+    hops = value(tree, "common", "common_sshd_permit_open", host)
+    assert effective["permitopen"].split() == (hops if tier != "db" else ["none"]), effective["permitopen"]
+    assert (tier == "db") is (hops == [])
 
 
 def test_dropin_kex_is_only_what_the_release_offers(tree: Tree) -> None:

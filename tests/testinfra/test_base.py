@@ -7,6 +7,7 @@ from typing import Any
 
 import nft_ruleset
 import pytest
+from jump_chain import next_hops
 
 TIER_GROUP = "all"
 
@@ -14,14 +15,19 @@ WEAK_KEX = ("sha1", "ecdh-sha2-nistp", "group1-", "group14-")
 JUMP_HOSTS = ("proxy", "app")  # the jump chain operator -> proxy -> app -> db
 
 
-def _sshd_settings(host: Any) -> dict[str, str]:
+def _sshd_values(host: Any) -> dict[str, list[str]]:
+    """Every value sshd -T reports per keyword (HostKey and friends repeat)."""
     result = host.run("sshd -T")
     assert result.rc == 0, result.stderr
-    settings: dict[str, str] = {}
+    values: dict[str, list[str]] = {}
     for line in result.stdout.splitlines():
         key, _, value = line.partition(" ")
-        settings.setdefault(key.lower(), value.strip())
-    return settings
+        values.setdefault(key.lower(), []).append(value.strip())
+    return values
+
+
+def _sshd_settings(host: Any) -> dict[str, str]:
+    return {key: values[0] for key, values in _sshd_values(host).items()}
 
 
 @pytest.mark.control("AC-03")
@@ -48,6 +54,9 @@ def test_sshd_forwards_only_on_the_jump_chain(host: Any, hostvars: dict[str, Any
     s = _sshd_settings(host)
     expected = "local" if hostvars["tierwall_tier"] in JUMP_HOSTS else "no"
     assert s["allowtcpforwarding"] == expected
+    # A forward opens the next hop's sshd, nothing else: not the app's port, not PostgreSQL.
+    hops = next_hops(hostvars["tierwall_topology"], hostvars["tierwall_tier"])
+    assert s["permitopen"].split() == (hops if expected == "local" else ["none"])
     assert s["x11forwarding"] == "no"
     assert s["allowagentforwarding"] == "no"
     assert s["allowstreamlocalforwarding"] == "no"
@@ -66,6 +75,22 @@ def test_sshd_offers_only_modern_algorithms(host: Any) -> None:
     assert all(m.endswith("-etm@openssh.com") for m in s["macs"].split(","))
     assert int(s["logingracetime"]) <= 60
     assert int(s["clientaliveinterval"]) > 0
+    # Unauthenticated connections: random drops from 10 on, none admitted from 60 on.
+    start, _, full = (int(n) for n in s["maxstartups"].split(":"))
+    assert start <= 10
+    assert full <= 60
+
+
+@pytest.mark.control("AC-03")
+def test_sshd_offers_the_ed25519_host_key_only(host: Any) -> None:
+    """sshd loads one host key, Ed25519, and offers it as ssh-ed25519 alone; asked over loopback for
+    every key type (ssh-keyscan), it answers with that one: no NIST curve, no RSA to choose."""
+    values = _sshd_values(host)
+    assert values["hostkey"] == ["/etc/ssh/ssh_host_ed25519_key"]
+    assert values["hostkeyalgorithms"] == ["ssh-ed25519"]
+    scan = host.run("ssh-keyscan -T 5 -t rsa,ecdsa,ed25519 127.0.0.1")
+    offered = {line.split()[1] for line in scan.stdout.splitlines() if line and not line.startswith("#")}
+    assert offered == {"ssh-ed25519"}, scan.stdout + scan.stderr
 
 
 def _interfaces(host: Any) -> dict[str, str]:

@@ -29,7 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tierwall.cloud_init import cloud_config
+from tierwall.cloud_init import HOST_KEY_PATH, HOST_KEY_TYPE, cloud_config
 from tierwall.lab import packages
 from tierwall.lab.addressing import RUN_DIR, VOLUME_SIZE, netns
 from tierwall.lab.image import base_dir, suite_of
@@ -89,7 +89,7 @@ def _lower_dirs(state: State) -> str:
 
 
 def first_boot_files(host: Host, public_keys: list[str], dns: list[str]) -> None:
-    """Hostname, machine-id, resolver, host keys, then the cloud-init user data."""
+    """Hostname, machine-id, resolver, the Ed25519 host key, then the cloud-init user data."""
     root = rootfs(host.name)
     resolv = root / "etc/resolv.conf"
     resolv.unlink(missing_ok=True)
@@ -101,8 +101,15 @@ def first_boot_files(host: Host, public_keys: list[str], dns: list[str]) -> None
     (root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
-    run(["ssh-keygen", "-A", "-f", str(root)])
+    run(host_key_argv(root, host.name))
     apply_cloud_config(root, public_keys)
+
+
+def host_key_argv(root: Path, host: str) -> list[str]:
+    """The machine's one host key, of the type cloud-init makes on a Hetzner server (and the only
+    one sshd offers there): ``ssh-keygen -A`` would add RSA and ECDSA keys."""
+    path = root / HOST_KEY_PATH.lstrip("/")
+    return ["ssh-keygen", "-q", "-t", HOST_KEY_TYPE, "-N", "", "-C", f"root@{host}", "-f", str(path)]
 
 
 def apply_cloud_config(root: Path, public_keys: list[str]) -> None:
@@ -155,10 +162,11 @@ def _chroot_id(root: Path, database: str, name: str) -> int:
 
 
 def host_public_keys(host: str) -> list[str]:
-    return [
-        p.read_text().split()[0] + " " + p.read_text().split()[1]
-        for p in sorted((rootfs(host) / "etc/ssh").glob("ssh_host_*_key.pub"))
-    ]
+    """The host key sshd offers (known_hosts lists it alone: a machine built before may still
+    have RSA and ECDSA key files, which its sshd no longer offers)."""
+    path = rootfs(host) / (HOST_KEY_PATH.lstrip("/") + ".pub")
+    kind, key = path.read_text().split()[:2]
+    return [f"{kind} {key}"]
 
 
 # -- volume ----------------------------------------------------------------------------------------
