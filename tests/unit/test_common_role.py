@@ -98,3 +98,84 @@ def test_validate_refuses_forwarding_without_a_next_hop(overrides: dict, valid: 
     conditions = [c for task in checks for c in task["ansible.builtin.assert"]["that"]]
     results = [value("common", f"({c}) | bool", "proxy-1", **overrides) for c in conditions]
     assert all(results) is valid, dict(zip(conditions, results, strict=True))
+
+
+# -- kernel and file systems (HARD-02) -------------------------------------------------------------
+
+# The modules CIS Debian 12 (1.1.1, 3.2) and Lynis (FILE-6430, NETW-3200) ask to be unloadable.
+BLOCKED = ("cramfs", "freevxfs", "hfs", "hfsplus", "jffs2", "squashfs", "udf", "usb-storage",
+           "dccp", "sctp", "rds", "tipc")  # fmt: skip
+
+
+def _ini(text: str) -> dict[str, dict[str, str]]:
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(text)
+    return {section: dict(parser[section]) for section in parser.sections()}
+
+
+@pytest.mark.control("HARD-02")
+@pytest.mark.parametrize("container", [True, False], ids=["container", "vm"])
+def test_router_advertisements_are_ignored(container: bool) -> None:
+    """accept_ra = 0 for all, default and every interface, in containers too (a network key)."""
+    lines = render("common", "sysctl.conf.j2", "app-1", container=container).splitlines()
+    assert "-net.ipv6.conf.*.accept_ra = 0" in lines
+
+
+@pytest.mark.control("HARD-02")
+def test_core_dumps_are_off_beyond_sysctl() -> None:
+    """systemd-coredump keeps nothing, login sessions and services get a hard core limit of 0."""
+    coredump = _ini(render("common", "coredump.conf.j2", "db-1"))
+    assert coredump == {"Coredump": {"Storage": "none", "ProcessSizeMax": "0"}}
+    assert _ini(render("common", "system-coredump.conf.j2", "db-1")) == {"Manager": {"DefaultLimitCORE": "0"}}
+    limits = [line.split() for line in render("common", "limits-core.conf.j2", "db-1").splitlines()
+              if line.strip() and not line.startswith("#")]  # fmt: skip
+    assert ["*", "hard", "core", "0"] in limits
+    assert value("common", "__common_coredump_file", "db-1").startswith("/etc/systemd/coredump.conf.d/")
+    assert value("common", "__common_limits_core_file", "db-1").startswith("/etc/security/limits.d/")
+
+
+@pytest.mark.control("HARD-02")
+def test_unused_modules_cannot_be_loaded() -> None:
+    """Each module runs /bin/false when asked for and is blacklisted (no load by alias)."""
+    lines = set(render("common", "modprobe-blocked.conf.j2", "proxy-1").splitlines())
+    for module in BLOCKED:
+        assert f"install {module} /bin/false" in lines, module
+        assert f"blacklist {module}" in lines, module
+
+
+@pytest.mark.control("HARD-02")
+def test_shared_temporary_directories_are_nodev_nosuid_noexec() -> None:
+    mounts = {m["path"]: m for m in value("common", "common_tmp_mounts", "db-1")}
+    assert set(mounts) == {"/tmp", "/var/tmp", "/dev/shm"}
+    for path, mount in mounts.items():
+        assert {"nodev", "nosuid", "noexec"} <= set(mount["opts"].split(",")), path
+    assert mounts["/var/tmp"]["fstype"] == "none"
+    assert mounts["/var/tmp"]["opts"].startswith("bind,")
+    assert value("common", "__common_tmp_mount_flags", "db-1") == ["nodev", "nosuid", "noexec"]
+
+
+@pytest.mark.parametrize(
+    ("mounts", "valid"),
+    [
+        (None, True),
+        ([{"path": "/tmp", "src": "tmpfs", "fstype": "tmpfs", "opts": "nodev,nosuid"}], False),
+        ([{"path": "/var/tmp", "src": "/var/tmp", "fstype": "none", "opts": "nodev,nosuid,noexec"}], False),
+        ([{"path": "tmp", "src": "tmpfs", "fstype": "tmpfs", "opts": "nodev,nosuid,noexec"}], False),
+    ],
+    ids=["defaults", "no-noexec", "bind-without-bind", "relative"],
+)
+def test_validate_refuses_a_temporary_mount_without_the_flags(mounts: list | None, valid: bool) -> None:
+    tasks = yaml.safe_load((ROLES / "common" / "tasks" / "validate.yml").read_text())
+    name = "Every shared temporary directory is mounted nodev, nosuid and noexec"
+    task = next(t for t in tasks if t["name"] == name)
+    overrides = {} if mounts is None else {"common_tmp_mounts": mounts}
+    entries = value("common", "common_tmp_mounts", "db-1", **overrides)
+    results = [
+        value("common", f"({c}) | bool", "db-1", item=entry, **overrides)
+        for entry in entries
+        for c in task["ansible.builtin.assert"]["that"]
+    ]
+    assert all(results) is valid

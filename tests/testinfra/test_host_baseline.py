@@ -1,0 +1,85 @@
+"""Every host's kernel and file system baseline, as the host applies it (HARD-02).
+
+Router advertisements ignored, core dumps off for services and logins, unused file systems and
+network protocols unloadable, and the shared temporary directories without devices, setuid or
+executables. Read from the running host: /proc, the mount table, the limits a new session gets,
+modprobe's own view of its configuration, a script that tries to run from each directory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+TIER_GROUP = "all"
+
+BLOCKED = ("cramfs", "freevxfs", "hfs", "hfsplus", "jffs2", "squashfs", "udf", "usb-storage",
+           "dccp", "sctp", "rds", "tipc")  # fmt: skip
+SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")
+FLAGS = {"nodev", "nosuid", "noexec"}
+
+
+def _in_container(host: Any) -> bool:
+    return host.run("systemd-detect-virt --container").rc == 0
+
+
+@pytest.mark.control("HARD-02")
+def test_router_advertisements_are_ignored(host: Any) -> None:
+    """accept_ra is 0 for all, default and every interface: no route or address from whoever sends an RA."""
+    result = host.run("for f in /proc/sys/net/ipv6/conf/*/accept_ra; do echo \"$f $(cat $f)\"; done")
+    assert result.rc == 0, result.stderr
+    values = dict(line.rsplit(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    if not values:
+        pytest.skip("this kernel has no IPv6: there is no router advertisement to ignore")
+    assert set(values) >= {f"/proc/sys/net/ipv6/conf/{name}/accept_ra" for name in ("all", "default")}
+    assert {path for path, value in values.items() if value != "0"} == set()
+
+
+@pytest.mark.control("HARD-02")
+def test_core_dumps_are_off(host: Any) -> None:
+    """systemd-coredump keeps nothing (its merged configuration), services start with a core limit
+    of 0, and a new session (sudo applies pam_limits) cannot raise its own above 0."""
+    merged = host.run("systemd-analyze cat-config systemd/coredump.conf")
+    assert merged.rc == 0, merged.stderr
+    lines = [line for line in merged.stdout.splitlines() if "=" in line and not line.startswith("#")]
+    settings = dict(line.split("=", 1) for line in lines)
+    assert settings.get("Storage") == "none"
+    assert settings.get("ProcessSizeMax") == "0"
+    assert host.run("systemctl show -p DefaultLimitCORE --value").stdout.strip() == "0"
+    assert host.run("sh -c 'ulimit -H -c'").stdout.strip() == "0"
+
+
+@pytest.mark.control("HARD-02")
+def test_unused_modules_cannot_be_loaded(host: Any) -> None:
+    """modprobe's configuration as it reads it maps each module to /bin/false; on a VM none of them is
+    loaded (a container shares the host's kernel and its module list)."""
+    config = host.run("modprobe --showconfig")
+    assert config.rc == 0, config.stderr
+    lines = set(config.stdout.splitlines())
+    for module in BLOCKED:
+        name = module.replace("-", "_")
+        assert f"install {name} /bin/false" in lines or f"install {module} /bin/false" in lines, module
+    if not _in_container(host):
+        loaded = {line.split()[0] for line in host.file("/proc/modules").content_string.splitlines()}
+        assert loaded.isdisjoint(m.replace("-", "_") for m in BLOCKED)
+
+
+@pytest.mark.control("HARD-02")
+@pytest.mark.parametrize("path", SHARED_TMP)
+def test_shared_temporary_directories_are_nodev_nosuid_noexec(host: Any, path: str) -> None:
+    """Mounted with nodev, nosuid and noexec now and in fstab for the next boot; an executable
+    written there does not run."""
+    live = host.run("findmnt -rn -o TARGET,OPTIONS -T %s", path)
+    assert live.rc == 0, live.stderr
+    # The mount on top (the last line) where several are stacked on the path.
+    target, options = live.stdout.strip().splitlines()[-1].split()[:2]
+    assert target == path, f"{path} is not a mount point of its own (it is on {target})"
+    assert set(options.split(",")) >= FLAGS, options
+    fstab = host.run("findmnt -s -rn -o OPTIONS --mountpoint %s", path)
+    assert set(fstab.stdout.strip().split(",")) >= FLAGS, f"fstab: {fstab.stdout}"
+    script = ("f=$(mktemp -p %s) && printf '#!/bin/sh\\necho ran\\n' >\"$f\" && chmod 0755 \"$f\"; "
+              "\"$f\"; echo \"rc=$?\"; rm -f \"$f\"")  # fmt: skip
+    tried = host.run("sh -c %s", script % path)
+    assert "ran" not in tried.stdout.split()
+    assert "rc=126" in tried.stdout, tried.stdout + tried.stderr
