@@ -266,6 +266,32 @@ def test_tls_is_on_with_a_modern_minimum(host: Any) -> None:
     assert settings["ssl_cert_file"].startswith("/etc/ssl/tierwall/")
 
 
+@pytest.mark.control("AVL-01")
+def test_sessions_are_bounded_and_the_apps_pool_is_left_alone(
+    host: Any, apps: list[Any], db_address: str
+) -> None:
+    """The server ends a statement before the edge stops waiting for it (nginx, 60 s), a transaction
+    left idle, and an idle session of any role but the app's, whose pooled connections its pool
+    bounds: the app's login roles carry idle_session_timeout 0 and nothing else, and a session of
+    the app role really gets it (asked over its own TLS connection from an app server)."""
+    rows = psql(host, "postgres", "SELECT name, setting FROM pg_settings WHERE name IN ('statement_timeout', "
+                "'idle_in_transaction_session_timeout', 'idle_session_timeout')")  # fmt: skip
+    settings = {name: int(ms) for name, ms in (line.split("|") for line in rows.splitlines())}
+    assert 0 < settings["statement_timeout"] < 60_000
+    assert 0 < settings["idle_in_transaction_session_timeout"] <= 60_000
+    assert settings["idle_session_timeout"] > 0
+    roles = psql(host, "postgres", "SELECT rolname, coalesce(array_to_string(rolconfig, ','), '') "
+                 "FROM pg_roles WHERE rolname IN ('postgres', 'notes_app', 'identity_app')")  # fmt: skip
+    assert dict(line.split("|") for line in roles.splitlines()) == {
+        "identity_app": "idle_session_timeout=0", "notes_app": "idle_session_timeout=0", "postgres": "",
+    }  # fmt: skip
+    query = "SELECT current_setting('idle_session_timeout'), current_setting('statement_timeout')"
+    shown = connect_as_app(apps[0], db_address, "notes", "notes_app", query)
+    assert shown["ok"], shown
+    assert shown["rows"][0][0] == "0"
+    assert shown["rows"][0][1] not in ("0", "")
+
+
 @pytest.mark.control("ENC-02")
 def test_the_app_connects_with_verify_full(host: Any, apps: list[Any], db_address: str) -> None:
     """Each app server reaches the db over TLS, verifying the certificate against the internal CA

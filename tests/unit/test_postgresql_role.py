@@ -226,3 +226,66 @@ def test_an_unknown_release_gets_no_version() -> None:
     assert _role_value("{{ postgresql_version }}", "14") == 0
     tasks = _yaml(ROLE / "tasks" / "packages.yml")
     assert tasks[0]["ansible.builtin.assert"]["that"] == ["postgresql_version | int > 0"]
+
+
+# -- session limits (AVL-01) -----------------------------------------------------------------------
+
+_UNITS_MS = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def _ms(duration: str) -> float:
+    """A postgresql.conf or nginx duration ('30s', '15min', '60s', '0') in milliseconds."""
+    match = re.fullmatch(r"(\d+)\s*(us|ms|s|min|m|h|d)?", str(duration).strip())
+    assert match, f"not a duration: {duration!r}"
+    unit = {"m": "min"}.get(match.group(2) or "ms", match.group(2) or "ms")
+    return int(match.group(1)) * _UNITS_MS[unit]
+
+
+def _settings(text: str) -> dict[str, str]:
+    found = re.findall(r"^([a-z_.]+) = '?([^'#\n]*?)'?\s*(?:#.*)?$", text, re.M)
+    return dict(found)
+
+
+@pytest.mark.control("AVL-01")
+def test_every_session_is_bounded_by_the_servers_limits() -> None:
+    """statement_timeout, idle_in_transaction_session_timeout and idle_session_timeout are set
+    server-wide, none of them off."""
+    settings = _settings(_render("postgresql-tierwall.conf.j2"))
+    for name in ("statement_timeout", "idle_in_transaction_session_timeout", "idle_session_timeout"):
+        assert name in settings, name
+        assert _ms(settings[name]) > 0, f"{name} is off"
+
+
+@pytest.mark.control("AVL-01")
+def test_the_limits_are_sized_for_the_app() -> None:
+    """A statement, and a transaction idling between two, ends before nginx gives up on the request
+    that waits for it; the app's own waits (a pooled connection, its health check) fit inside."""
+    from tierwall_notes import db
+
+    defaults = _defaults()
+    nginx = _yaml(REPO / "ansible" / "roles" / "nginx" / "defaults" / "main.yml")
+    edge_ms = _ms(nginx["nginx_proxy_timeout"])
+    statement_ms = _ms(defaults["postgresql_statement_timeout"])
+    assert db.HEALTH_TIMEOUT_S * 1000 < statement_ms < edge_ms
+    assert _ms(defaults["postgresql_idle_in_transaction_session_timeout"]) <= edge_ms
+    assert _ms(defaults["postgresql_idle_session_timeout"]) >= 5 * 60_000  # an operator's pause
+
+
+@pytest.mark.control("AVL-01")
+def test_the_apps_pooled_connections_are_left_to_its_pool() -> None:
+    """The app's pools keep connections idle on purpose (min_size >= 1) and check each before use:
+    the app's login roles carry idle_session_timeout 0, every other session the server's limit, and
+    the role applies exactly these settings (any other per-role setting is reset)."""
+    from tierwall_notes import db
+
+    pool = db.make_pool("host=invalid", "probe", 1, 5)
+    assert pool.min_size >= 1
+    assert pool._check is not None  # a connection ended by the server is replaced, not handed out
+    app_min = _yaml(REPO / "ansible" / "roles" / "app" / "defaults" / "main.yml")["app_pool_min_size"]
+    assert app_min >= 1
+    assert _defaults()["postgresql_app_role_settings"] == {"idle_session_timeout": "0"}
+    tasks = _yaml(ROLE / "tasks" / "databases.yml")[0]["block"]
+    module = "community.postgresql.postgresql_user"
+    create = next(t[module] for t in tasks if module in t)
+    assert create["configuration"] == "{{ __postgresql_app_role_configuration }}"
+    assert create["reset_unspecified_configuration"] is True
