@@ -79,6 +79,7 @@ def app_env(pg: PgCluster, pki: Pki, tmp_path_factory: pytest.TempPathFactory) -
         "TIERWALL_TLS_CERT": str(pki.server_cert),
         "TIERWALL_TLS_KEY": str(pki.server_key),
         "TIERWALL_POOL_MAX_SIZE": "4",
+        "TIERWALL_MAX_BODY_BYTES": str(256 * 1024),
     }
 
 

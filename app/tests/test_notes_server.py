@@ -28,6 +28,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         "TIERWALL_LISTEN_PORT": "9443",
         "TIERWALL_TLS_CERT": str(pki.server_cert),
         "TIERWALL_TLS_KEY": str(pki.server_key),
+        "TIERWALL_MAX_BODY_BYTES": "262144",
     }
 
 

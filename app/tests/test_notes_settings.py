@@ -28,6 +28,7 @@ def env(creds: Path) -> dict[str, str]:
         "TIERWALL_LISTEN_HOST": "10.10.1.20",
         "TIERWALL_TLS_CERT": "/etc/tierwall/app.pem",
         "TIERWALL_TLS_KEY": "/run/credentials/app.key",
+        "TIERWALL_MAX_BODY_BYTES": "262144",
     }
 
 
@@ -106,3 +107,11 @@ def test_bad_port_is_refused(env: dict[str, str], name: str, value: str) -> None
     env[name] = value
     with pytest.raises(ConfigError, match=name):
         load_settings(env)
+
+
+@pytest.mark.parametrize("value", ["", "512", "many"])
+def test_the_body_limit_must_be_given(env: dict[str, str], value: str) -> None:
+    """The limit comes from the deployment, which gives nginx the same value: never a default of the app's."""
+    with pytest.raises(ConfigError, match="TIERWALL_MAX_BODY_BYTES"):
+        load_settings({**env, "TIERWALL_MAX_BODY_BYTES": value})
+    assert load_settings(env).max_body_bytes == 262144

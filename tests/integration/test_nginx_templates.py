@@ -22,6 +22,7 @@ from typing import Any
 
 import playbook_run
 import pytest
+import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 from cryptography import x509
@@ -35,6 +36,9 @@ from tierwall.topology import build_topology
 TEMPLATES = REPO / "templates" / "nginx"
 ROLE = REPO / "ansible" / "roles" / "nginx"
 DOMAIN = "notes.example.test"
+# The one value both the edge and the app take their body limit from (the playbooks' group_vars).
+GROUP_VARS_ALL = REPO / "ansible" / "playbooks" / "group_vars" / "all.yml"
+REQUEST_BODY_MAX_BYTES = yaml.safe_load(GROUP_VARS_ALL.read_text())["tierwall_request_body_max_bytes"]
 
 # Installed path (relative to the nginx config directory) -> template, as the role installs them.
 FILES = {
@@ -135,6 +139,7 @@ def render_tree(prefix: Path, app_count: int, **overrides: Any) -> dict[str, str
             "inventory_hostname": "proxy-1",
             "tierwall_domain": DOMAIN,
             "tierwall_topology": build_topology(app_count=app_count).as_dict(),
+            "tierwall_request_body_max_bytes": REQUEST_BODY_MAX_BYTES,
             "nginx_version": installed_nginx_version(),
             # Paths the role points at the host; here they point into the temporary prefix.
             "nginx_log_dir": str(logs),
@@ -448,7 +453,17 @@ def test_per_client_limits_answer_429(tree: tuple[Path, dict[str, str]]) -> None
     https = site[site.index("listen 443") :]
     assert directives(https, "limit_req") == ["zone=tierwall_req_per_client burst=20 nodelay"]
     assert directives(https, "limit_conn") == ["tierwall_conn_per_client 20"]
-    assert directives(limits, "client_max_body_size") == ["10m"]
+
+
+@pytest.mark.control("AVL-01")
+def test_the_edge_refuses_bodies_the_app_would_refuse(tree: tuple[Path, dict[str, str]]) -> None:
+    """client_max_body_size is the app's limit, from the one value the app role hands the app."""
+    _, files = tree
+    limits = files["conf.d/tierwall-limits.conf"]
+    assert directives(limits, "client_max_body_size") == [str(REQUEST_BODY_MAX_BYTES)]
+    assert REQUEST_BODY_MAX_BYTES == 256 * 1024
+    everything = "\n".join(files.values())
+    assert len(re.findall(r"^\s*client_max_body_size\s", everything, re.M)) == 1, "set in one place only"
 
 
 # -- upstream (TLS-03) -----------------------------------------------------------------------------
@@ -641,6 +656,7 @@ def _converge_config(tmp_path: Path, app_count: int) -> tuple[int, str]:
         "__nginx_tls_chain": str(tls / "ca.tierwall.internal.crt"),
         "tierwall_domain": DOMAIN,
         "tierwall_topology": build_topology(app_count=app_count).as_dict(),
+        "tierwall_request_body_max_bytes": REQUEST_BODY_MAX_BYTES,
         "nginx_version": installed_nginx_version(),
     }
     (tmp_path / "extra.json").write_text(json.dumps(extra))

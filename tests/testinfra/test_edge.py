@@ -457,6 +457,40 @@ def test_a_real_rotation_deletes_logs_past_the_retention(edge: Edge) -> None:
     assert left == [], f"log files older than 14 days after a rotation: {left}"
 
 
+# -- AVL-01: the edge refuses what the app would refuse ----------------------------------------------
+
+
+def _app_body_limit(inventory: Any) -> int:
+    """TIERWALL_MAX_BODY_BYTES of the running app service on the first app server."""
+    from conftest import connect
+
+    app = connect(inventory, inventory.first("app"))
+    shown = app.run("systemctl show -p Environment --value tierwall-notes.service")
+    assert shown.rc == 0, shown.stderr
+    found = re.search(r"(?:^|\s)TIERWALL_MAX_BODY_BYTES=(\d+)", shown.stdout)
+    assert found, f"the app service has no TIERWALL_MAX_BODY_BYTES: {shown.stdout}"
+    return int(found.group(1))
+
+
+@pytest.mark.control("AVL-01")
+def test_the_edge_refuses_a_body_larger_than_the_app_accepts(
+    edge: Edge, inventory: Any, tmp_path: Path
+) -> None:
+    """nginx loads the app's own limit; one byte more is refused at the edge with 413 before any of it
+    reaches an app server, a body of exactly the limit is passed on (the app answers, not nginx)."""
+    limit = _app_body_limit(inventory)
+    assert re.findall(r"^\s*client_max_body_size\s+(\S+);", edge.live_config(), re.M) == [str(limit)]
+    statuses = {}
+    for size in (limit + 1, limit):
+        body = tmp_path / f"body-{size}"
+        body.write_bytes(b"x" * size)
+        _, status, _ = edge.curl(f"https://{edge.domain}/client/notes", "-X", "POST",
+                                 "-H", "Content-Type: application/json", "--data-binary", f"@{body}")
+        statuses[size] = status
+    assert statuses[limit + 1] == 413, statuses
+    assert statuses[limit] not in (None, 413), statuses
+
+
 # -- RATE-01: per-client rate limit (last: it spends the sentinel's allowance) --------------------
 
 

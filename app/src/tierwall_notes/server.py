@@ -26,7 +26,9 @@ def state_factory(
             identity=make_pool(settings.identity_conninfo, "identity", *size),
         )
         await dbs.open()
-        return AppState(service=NotesService(dbs, keyring), dbs=dbs, tokens=tokens)
+        return AppState(
+            service=NotesService(dbs, keyring), dbs=dbs, tokens=tokens, max_body_bytes=settings.max_body_bytes
+        )
 
     return factory
 

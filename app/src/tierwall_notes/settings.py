@@ -40,6 +40,9 @@ class Settings:
     pool_min_size: int
     pool_max_size: int
     log_level: str
+    # The largest request body accepted. The deployment gives it (the same value nginx refuses
+    # larger bodies with at the edge), so the two ends cannot disagree.
+    max_body_bytes: int
 
     @property
     def master_key_file(self) -> Path:
@@ -64,6 +67,10 @@ def read_secret_file(path: Path) -> str:
     if not text:
         raise ConfigError(f"secret file {path} is empty")
     return text
+
+
+# Below this no note, client or chat message of a useful size would fit.
+MIN_BODY_BYTES = 1024
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -132,6 +139,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     pool_max = _int(env, "TIERWALL_POOL_MAX_SIZE", 5)
     if not 0 <= pool_min <= pool_max or pool_max < 1:
         raise ConfigError("need 0 <= TIERWALL_POOL_MIN_SIZE <= TIERWALL_POOL_MAX_SIZE and a max of 1 or more")
+    max_body = _int(env, "TIERWALL_MAX_BODY_BYTES", 0)
+    if max_body < MIN_BODY_BYTES:
+        raise ConfigError(
+            "TIERWALL_MAX_BODY_BYTES must be set to the largest request body in bytes, "
+            f"{MIN_BODY_BYTES} or more (the app role passes the value nginx enforces at the edge)"
+        )
     return Settings(
         listen_host=_required(env, "TIERWALL_LISTEN_HOST"),
         listen_port=port,
@@ -145,4 +158,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         pool_min_size=pool_min,
         pool_max_size=pool_max,
         log_level=env.get("TIERWALL_LOG_LEVEL", "").strip().upper() or "INFO",
+        max_body_bytes=max_body,
     )

@@ -39,7 +39,6 @@ from tierwall_notes.service import ClientClosing, ClientNotFound, Handover, Hand
 log = logging.getLogger("tierwall_notes.access")
 errors = logging.getLogger("tierwall_notes.errors")
 
-MAX_BODY_BYTES = 256 * 1024
 MAX_TEXT_CHARS = 100_000
 MAX_NAME_CHARS = 200
 CLIENT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -63,6 +62,7 @@ class AppState:
     service: NotesService
     dbs: Databases
     tokens: TokenChecker
+    max_body_bytes: int  # Settings.max_body_bytes: the edge refuses larger bodies before they come here
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -75,12 +75,13 @@ def _error(message: str, status: int) -> JSONResponse:
 
 
 async def _body(request: Request) -> dict[str, Any]:
+    limit = _state(request).max_body_bytes
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BadRequest(f"request body larger than {MAX_BODY_BYTES} bytes", 413)
+        if size > limit:
+            raise BadRequest(f"request body larger than {limit} bytes", 413)
         chunks.append(chunk)
     try:
         data = json.loads(b"".join(chunks) or b"null")
