@@ -58,7 +58,7 @@ def cloud_config(ssh_public_keys: Sequence[str], ops_user: str = OPS_USER) -> di
         "write_files": [
             {
                 "path": SSHD_DROPIN_PATH,
-                "permissions": "0644",
+                "permissions": "0600",
                 "owner": "root:root",
                 "content": SSHD_FIRST_BOOT,
             },
