@@ -56,7 +56,7 @@ from tierwall.lab.state import State
 from tierwall.lab.system import LabError, ensure_host_packages, log, require_root, run
 from tierwall.paths import LAB_DIR
 from tierwall.progress import step
-from tierwall.topology import DB, PROXY, Host, Topology
+from tierwall.topology import DB, PROXY, Topology
 
 PREUP_SNAPSHOT = LAB_DIR / "preup-snapshot.json"
 _OUR_NETNS = re.compile(r"^tw-(switch|sentinel|(proxy|app|db)-\d+)$")
@@ -265,28 +265,12 @@ def restart(name: str, timeout: float = 60) -> int:
     machines.remove_machine_cgroups(name)
     log(f"{name}: powered off; booting it again")
     device = machines.attach_volume(state, name) if host.tier == DB else None
-    pid, state.boot[name] = _boot(state, host, device)
+    pid = machines.start(state, host, device)
+    state.boot[name] = machines.wait_running(name, pid)
     state.save()
     verify_ssh(yaml.safe_load(INVENTORY.read_text()), only=name)
     print(f"{name} restarted in {time.monotonic() - started:.1f} s ({state.boot[name]}, pid {pid})")
     return 0
-
-
-def _boot(state: State, host: Host, device: str | None) -> tuple[int, str]:
-    """Start the machine and wait for it to boot. Seen in CI, never here: nspawn exited at once,
-    twice 3 s apart, right after the old machine powered off (its resources still being released,
-    presumably). Each failure is logged with the console's last lines; the pauses grow."""
-    for pause in (3, 10):
-        pid = machines.start(state, host, device)
-        try:
-            return pid, machines.wait_running(host.name, pid)
-        except LabError as exc:
-            log(f"{host.name}: {exc}; trying again in {pause} s")
-        time.sleep(pause)
-        machines.kill_machine_processes(host.name)
-        machines.remove_machine_cgroups(host.name)
-    pid = machines.start(state, host, device)
-    return pid, machines.wait_running(host.name, pid)
 
 
 # -- health and status -------------------------------------------------------------------------------

@@ -315,7 +315,9 @@ def pid_alive(pid: int | None, needle: str = "") -> bool:
         return False
     if stat.rsplit(")", 1)[1].split()[0] == "Z":
         return False
-    return needle in cmdline
+    # Empty while the process is between exec's new memory map and its arguments: nsenter becoming
+    # systemd-nspawn right after the start. Read as "exited", that window failed a boot in CI.
+    return needle in cmdline or not cmdline.strip()
 
 
 def leader(pid: int) -> int | None:
@@ -354,7 +356,9 @@ def wait_running(host: str, pid: int, timeout: float = 120) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not pid_alive(pid, "systemd-nspawn"):
-            raise LabError(f"{host}: systemd-nspawn exited; its console ended with:\n{console_tail(host)}")
+            # The one-line error would hide the console: it goes to the log (and CI's output) first.
+            log(f"{host}: systemd-nspawn exited; its console ended with:\n{console_tail(host)}")
+            raise LabError(f"{host}: systemd-nspawn exited; see {machine_dir(host) / 'console.log'}")
         if leader(pid) is not None:
             result = in_machine(
                 pid,
@@ -369,9 +373,9 @@ def wait_running(host: str, pid: int, timeout: float = 120) -> str:
                     log(f"{host}: degraded; failed units: {units}")
                 return answer
         time.sleep(0.2)
-    raise LabError(
-        f"{host}: did not finish booting in {timeout:.0f} s; its console ended with:\n{console_tail(host)}"
-    )
+    late = f"{host}: did not finish booting in {timeout:.0f} s"
+    log(f"{late}; its console ended with:\n{console_tail(host)}")
+    raise LabError(f"{late}; see {machine_dir(host) / 'console.log'}")
 
 
 def console_tail(host: str, lines: int = 15) -> str:

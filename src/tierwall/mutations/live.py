@@ -152,6 +152,8 @@ def _revert(mutation: Mutation, lab: Lab, controls: tuple[Control, ...], work: P
         recap = lab.converge(lab.pristine, converge)
         if recap.problems:
             raise LabBroken(f"{mutation.id}: the {attempt} converge failed: {recap.problems}")
+        if not recap.changed:
+            break  # a converge that changes nothing is the proof; a second one would add nothing
     if recap.changed:
         raise LabBroken(f"{mutation.id}: a second converge still changed {recap.changed} thing(s)")
     if mutation.commands:
