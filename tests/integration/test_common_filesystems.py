@@ -1,10 +1,11 @@
 """The common role's mount step, run for real in a throw-away mount namespace of this machine.
 
-The shell the role runs (tasks/filesystems.yml) is rendered with the role's own variables, with the
-three shared temporary directories moved under a scratch directory and an fstab of the role's
-entries bound over /etc/fstab, all inside `unshare --mount --propagation private`: nothing of it
-reaches this machine's mounts. It must mount what is missing, remount what lacks an option (a bind
-mount as a bind mount), and then report nothing: a second converge changes nothing.
+The script the role installs and runs at boot and converge (templates/tierwall-tmp-mounts.sh.j2)
+is rendered with the role's own variables, with the three shared temporary directories moved
+under a scratch directory and an fstab of the role's entries bound over /etc/fstab, all inside
+`unshare --mount --propagation private`: nothing of it reaches this machine's mounts. It must
+mount what is missing, remount what lacks an option (a bind mount as a bind mount), and then
+report nothing: a second converge changes nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 
@@ -38,10 +38,10 @@ def _mounts(scratch: Path) -> list[dict[str, str]]:
 
 
 def _script(mounts: list[dict[str, str]]) -> str:
-    tasks = yaml.safe_load((ROLE / "tasks" / "filesystems.yml").read_text())
-    task = next(t for t in tasks if "ansible.builtin.shell" in t)
+    """The script the role installs (and runs at every boot and converge), rendered."""
+    template = (ROLE / "templates" / "tierwall-tmp-mounts.sh.j2").read_text()
     templar = Templar(loader=DataLoader(), variables=variables("common", "db-1", common_tmp_mounts=mounts))
-    return templar.template(trust_as_template(task["ansible.builtin.shell"]["cmd"]))
+    return templar.template(trust_as_template(template))
 
 
 def _in_namespace(scratch: Path, steps: str) -> subprocess.CompletedProcess[str]:
