@@ -8,30 +8,23 @@ reject). Missing binaries FAIL the tests with the package to install; nothing is
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import uvicorn
 from notes_testkit import (
     API_TOKEN,
     IDENTITY_PASSWORD,
-    INSTALL_HINT,
     NOTES_PASSWORD,
     Api,
     PgCluster,
     Pki,
-    find_pg_bindir,
     free_port,
-    init_cluster,
     make_pki,
-    provision,
+    provisioned_cluster,
     random_key_line,
     write_secret,
 )
@@ -46,19 +39,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture(scope="session")
 def pg(pki: Pki) -> Iterator[PgCluster]:
-    bindir = find_pg_bindir()
-    if bindir is None:
-        pytest.fail(INSTALL_HINT)
-    base = Path(tempfile.mkdtemp(prefix="tierwall-notes-pg-"))
-    cluster = init_cluster(bindir, base, pki)
-    try:
-        cluster.start()
-        provision(cluster)
+    with provisioned_cluster(pki, "tierwall-notes-pg-") as cluster:
         yield cluster
-    finally:
-        with contextlib.suppress(RuntimeError):
-            cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -16,8 +17,10 @@ import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,6 +227,28 @@ def init_cluster(bindir: Path, base: Path, pki: Pki) -> PgCluster:
         "host    all       all           0.0.0.0/0     reject\n"
     )
     return cluster
+
+
+@contextlib.contextmanager
+def provisioned_cluster(pki: Pki, prefix: str, extra_conf: str = "") -> Iterator[PgCluster]:
+    """A scratch cluster with the app's roles, databases and schema, removed afterwards;
+    ``extra_conf`` is appended to its postgresql.conf before it starts."""
+    bindir = find_pg_bindir()
+    if bindir is None:
+        pytest.fail(INSTALL_HINT)
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    cluster = init_cluster(bindir, base, pki)
+    if extra_conf:
+        with (cluster.data / "postgresql.conf").open("a") as conf:
+            conf.write("\n" + extra_conf)
+    try:
+        cluster.start()
+        provision(cluster)
+        yield cluster
+    finally:
+        with contextlib.suppress(RuntimeError):
+            cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def provision(cluster: PgCluster) -> None:

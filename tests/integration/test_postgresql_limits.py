@@ -11,11 +11,8 @@ before handing it out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,13 +28,10 @@ from tierwall.paths import REPO
 ROLE = REPO / "ansible" / "roles" / "postgresql"
 sys.path.insert(0, str(REPO / "app" / "tests"))
 from notes_testkit import (  # noqa: E402
-    INSTALL_HINT,
     NOTES_PASSWORD,
     PgCluster,
-    find_pg_bindir,
-    init_cluster,
     make_pki,
-    provision,
+    provisioned_cluster,
 )
 
 IDLE_S = 1  # the server-wide idle_session_timeout in this test
@@ -55,22 +49,9 @@ def _limits() -> str:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
-    bindir = find_pg_bindir()
-    if bindir is None:
-        pytest.fail(INSTALL_HINT)
     pki = make_pki(tmp_path_factory.mktemp("pki"))
-    base = Path(tempfile.mkdtemp(prefix="tierwall-pg-limits-"))
-    pg = init_cluster(bindir, base, pki)
-    with (pg.data / "postgresql.conf").open("a") as conf:
-        conf.write("\n" + _limits())
-    try:
-        pg.start()
-        provision(pg)
+    with provisioned_cluster(pki, "tierwall-pg-limits-", _limits()) as pg:
         yield pg
-    finally:
-        with contextlib.suppress(RuntimeError):
-            pg.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _apply_role_settings(pg: PgCluster, work: Path) -> int:

@@ -94,3 +94,19 @@ def faked_lab(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
         ),
     )
     return calls
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    """A committed repository (one tracked file, one ignored directory) for provenance checks."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "notes.txt").write_text("committed\n")
+    (repo / ".gitignore").write_text("ignored/\n")
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "one"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-C", str(repo), *args],
+            check=True,
+            capture_output=True,
+        )
+    return repo

@@ -168,22 +168,6 @@ def controls(controls_file: Path):
     return load_controls(controls_file)
 
 
-@pytest.fixture
-def git_repo(tmp_path: Path) -> Path:
-    """A clean one-commit work tree, so the provenance check has a known state to compare."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "notes.txt").write_text("committed\n")
-    (repo / ".gitignore").write_text("ignored/\n")
-    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "one"]):
-        subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-C", str(repo), *args],
-            check=True,
-            capture_output=True,
-        )
-    return repo
-
-
 def _statuses(controls, xml: Path, target: str = "lab", partial: bool = False) -> dict:
     return {s.control.id: s for s in evaluate(controls, read_junit([xml]), target=target, partial=partial)}
 

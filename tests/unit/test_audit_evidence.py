@@ -91,20 +91,6 @@ def reports(tmp_path: Path) -> Path:
     return directory
 
 
-@pytest.fixture
-def git_repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "README").write_text("one\n")
-    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "one"]):
-        subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-C", str(repo), *args],
-            check=True,
-            capture_output=True,
-        )
-    return repo
-
-
 def _audit(reports: Path, tmp_path: Path, repo: Path, *extra: str) -> int:
     controls = tmp_path / "controls.yaml"
     controls.write_text(CONTROLS)

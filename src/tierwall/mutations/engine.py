@@ -81,10 +81,8 @@ def _run_offline(
     on_outcome: Callable[[Outcome], None] | None,
 ) -> dict[str, Outcome]:  # fmt: skip
     """The code and rendered mutations, side by side: each has its own scratch copy."""
+    baselines = _baselines(mutations, pristine, jobs, lambda tests: tests)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        selections = sorted({m.tests for m in mutations})
-        runs = pool.map(lambda tests: _baseline(pristine, tests), selections)
-        baselines = dict(zip(selections, runs, strict=True))
 
         def one(mutation: Mutation) -> Outcome:
             outcome = _run_one(mutation, pristine, baselines[mutation.tests], controls)
@@ -108,12 +106,8 @@ def _run_live(
     done: dict[str, Outcome] = {}
     try:
         lab.require_up()
-        # The baselines only read the lab (the idempotence test's converge changes nothing):
-        # side by side, like the offline ones.
-        selections = sorted({m.tests for m in mutations})
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            runs = pool.map(lambda tests: _baseline(pristine, live_tests(tests, lab)), selections)
-            baselines = dict(zip(selections, runs, strict=True))
+        # The baselines only read the lab (the idempotence test's converge changes nothing).
+        baselines = _baselines(mutations, pristine, jobs, lambda tests: live_tests(tests, lab))
         for mutation in mutations:
             done[mutation.id] = run_live(mutation, lab, baselines[mutation.tests], controls)
             if on_outcome:
@@ -121,6 +115,17 @@ def _run_live(
     except LabBroken as exc:
         raise MutationError(f"{exc}; run `make converge` to put the lab back") from None
     return done
+
+
+def _baselines(
+    mutations: list[Mutation], pristine: Path, jobs: int,
+    arguments: Callable[[tuple[str, ...]], tuple[str, ...]],
+) -> dict[tuple[str, ...], TestRun]:  # fmt: skip
+    """Each distinct test selection once without any mutation, side by side."""
+    selections = sorted({m.tests for m in mutations})
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        runs = pool.map(lambda tests: _baseline(pristine, arguments(tests)), selections)
+        return dict(zip(selections, runs, strict=True))
 
 
 def _not_run(mutation: Mutation) -> Outcome:
