@@ -91,11 +91,13 @@ MARKS_LIVE := not lab_lifecycle
 UNIT = $(PYTEST) tests/unit $(MARKS_PRE) --junit-xml=$(REPORTS)/unit.xml
 INTEGRATION = $(PYTEST) tests/integration app/tests $(MARKS_PRE) --junit-xml=$(REPORTS)/integration.xml
 
-# The live suites against the converged lab, in two passes. First everything that only reads
-# (the idempotence converge, the lab's checks, the segregation matrix, the testinfra suites per
-# tier), spread over parallel workers: a file's tests stay together (its module fixtures are made
-# once) and the files run side by side. Then the tests that stop, restart or open something on
-# a host for a moment, one after the other, alone.
+# The live suites against the converged lab, in two passes. First the tests that stop, restart
+# or open something on a host for a moment, one after the other, alone. Then everything that only
+# reads (the idempotence converge, the lab's checks, the segregation matrix, the testinfra suites
+# per tier), spread over parallel workers: a file's tests stay together (its module fixtures are
+# made once) and the files run side by side. Last, so its idempotence converge proves the
+# disruptive tests left the lab as converged, and its results describe the lab the live
+# mutations then break (their baseline in make test).
 LIVE_WORKERS ?= 4
 LIVE = $(PYTEST) tests/lab tests/testinfra --ansible-inventory=$(INVENTORY)
 LIVE_PARALLEL = $(LIVE) -n $(LIVE_WORKERS) --dist loadfile -m "$(MARKS_LIVE) and not disruptive" \
@@ -124,7 +126,7 @@ integration: deps apt-deps
 	@mkdir -p $(REPORTS)
 	$(INTEGRATION)
 
-## live-tests: converge the lab, then the live suites (the parallel pass, then the disruptive tests)
+## live-tests: converge the lab, then the live suites (the disruptive tests, then the parallel pass)
 live-tests: converge live-passes
 
 # The two passes alone, on a lab already converged (bench/lab_timings.py times this).
@@ -132,8 +134,8 @@ live-tests: converge live-passes
 live-passes: deps
 	@mkdir -p $(REPORTS)
 	@rm -f $(REPORTS)/live.xml $(REPORTS)/live-disruptive.xml $(REPORTS)/segregation.json
-	$(LIVE_PARALLEL)
 	$(LIVE_SERIAL)
+	$(LIVE_PARALLEL)
 
 ## lifecycle: the lab's lifecycle suite (down leaves no trace, up repairs); rebuilds the machines
 lifecycle: deps
@@ -154,16 +156,18 @@ mutate: deps apt-deps
 
 # One at a time on the converged lab: each break (patched roles converged, or commands as drift)
 # is applied, its control's live tests must fail, and the lab must come back (a second converge
-# changes nothing; after drift, the tests pass again).
+# changes nothing; after drift, the tests pass again). Without a baseline each selection first
+# runs once unmutated; make test gives it the parallel pass's results, just taken on this lab.
 .PHONY: mutate-live
 ## mutate-live: break each control on the running lab; its live tests must turn it red, then revert
 mutate-live: deps
 	@mkdir -p $(REPORTS)
-	$(BIN)/tierwall mutate --lab --layer live -o $(REPORTS)/mutations-live.json
+	$(BIN)/tierwall mutate --lab --layer live -o $(REPORTS)/mutations-live.json $(MUTATE_BASELINE)
 
 # The lifecycle suite runs after the other live suites (it rebuilds the machines) and before the
 # audit, so its evidence reaches the report too: --suites test refuses to report without it.
 ## test: what CI runs: lint, unit, integration, mutate, the live suites and mutations, lifecycle, the audit
+test: MUTATE_BASELINE = --baseline $(REPORTS)/live.xml
 test: lint unit integration mutate live-tests mutate-live lifecycle
 	@rm -f $(REPORTS)/report.*
 	$(AUDIT) --suites test
@@ -196,8 +200,8 @@ lab: deps apt-deps
 	$(BIN)/ansible-playbook -i $(INVENTORY) ansible/playbooks/site.yml || status=1; \
 	wait $$pre || { status=1; tail -n 30 $(REPORTS)/pre-live.log; }; \
 	grep -E '^[0-9]+ (passed|failed)|(passed|failed|error).* in [0-9.]+s' $(REPORTS)/pre-live.log || true; \
-	$(LIVE_PARALLEL) || status=1; \
 	$(LIVE_SERIAL) || status=1; \
+	$(LIVE_PARALLEL) || status=1; \
 	$(AUDIT) --suites lab --started $$started || status=1; \
 	exit $$status
 

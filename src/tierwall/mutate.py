@@ -28,6 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     mutate.add_argument("--only", action="append", metavar="ID", help="run only this mutation (repeatable)")
     mutate.add_argument("--lab", action="store_true", help="also run the live mutations (needs the lab)")
+    mutate.add_argument(
+        "--baseline", type=Path, metavar="JUNIT",
+        help="the live suites' JUnit written on this lab, as the live mutations' baseline "
+        "(default: run each selection once without a mutation)",
+    )  # fmt: skip
     mutate.add_argument("--catalogue", default=str(CATALOGUE), metavar="YAML")
     mutate.add_argument("--controls", default=str(REPO / "audit" / "controls.yaml"), metavar="YAML")
     mutate.add_argument("-j", "--jobs", type=int, default=min(4, os.cpu_count() or 1), metavar="N")
@@ -54,7 +59,10 @@ def _mutate(args: argparse.Namespace) -> int:
         controls = load_controls(args.controls)
         catalogue = load_catalogue(Path(args.catalogue), {c.id for c in controls})
         chosen = _choose(catalogue, args.layer, args.only)
-        outcomes = run_all(chosen, controls, REPO, lab=args.lab, jobs=args.jobs, on_outcome=_print_outcome)
+        outcomes = run_all(
+            chosen, controls, REPO, lab=args.lab, jobs=args.jobs, on_outcome=_print_outcome,
+            live_baseline=args.baseline,
+        )  # fmt: skip
     except (ControlsError, CatalogueError, MutationError) as exc:
         # The operator's input or the lab's absence, not a bug: one line and the way out.
         raise TierwallError(str(exc), "see audit/README.md, 'Mutation score'") from None

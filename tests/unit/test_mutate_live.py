@@ -9,6 +9,7 @@ something, and drift that the converge leaves in place.
 from __future__ import annotations
 
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,18 +37,19 @@ class StandInLab:
     calls: list[str] = field(default_factory=list)
     inventory: Path = Path("inventory.yml")
 
-    def converge(self, tree: Path, converge: Converge) -> live.Recap:
-        self.calls.append("converge pristine" if tree == self.pristine else "converge mutated")
-        return live.Recap(self.changes.pop(0), "")
+    def converge(self, tree: Path, converge: Converge, passes: int = 1) -> tuple[live.Recap, ...]:
+        self.calls.append(f"converge {'pristine' if tree == self.pristine else 'mutated'} x{passes}")
+        return tuple(live.Recap(self.changes.pop(0), "") for _ in range(passes))
 
     def command(self, command: Command) -> subprocess.CompletedProcess[str]:
         self.calls.append(f"command {command.run}")
         return subprocess.CompletedProcess([], 0, "", "")
 
 
-def _run(outcome: str) -> SelectionRun:
-    result = Result("tests/testinfra/test_base.py::test_x", outcome, "", ("FW-01",), 0.1, "live")
-    return SelectionRun(0 if outcome == "passed" else 1, Run([result]), "", 0.1, set())
+def _run(outcome: str, control: str = "FW-01") -> SelectionRun:
+    result = Result(f"tests/testinfra/test_base.py::test_{control}", outcome, "", (control,), 0.1, "live")
+    failing = set() if outcome == "passed" else {result.nodeid}
+    return SelectionRun(0 if outcome == "passed" else 1, Run([result]), "", 0.1, failing)
 
 
 def _mutation(**changes) -> Mutation:
@@ -72,7 +74,7 @@ def test_drift_that_fails_its_control_and_is_undone_is_killed(tmp_path: Path, te
     tests_report += ["failed", "passed"]
     outcome = live.run_live(_mutation(), lab, _run("passed"), CONTROLS)
     assert outcome.verdict == KILLED, outcome.note
-    assert lab.calls == ["command nft insert rule", "converge pristine", "converge pristine"]
+    assert lab.calls == ["command nft insert rule", "converge pristine x2"]
 
 
 def test_drift_the_converge_leaves_in_place_stops_the_run(tmp_path: Path, tests_report: list[str]) -> None:
@@ -92,18 +94,118 @@ def test_a_patch_that_changes_nothing_on_the_lab_is_an_error(tmp_path: Path, tes
     (tmp_path / "pristine").mkdir()
     (tmp_path / "pristine" / "role.j2").write_text("PermitRootLogin no\n")
     patch = Patch("text", "role.j2", "PermitRootLogin no", "PermitRootLogin yes")
-    lab = StandInLab(tmp_path / "pristine", changes=[0, 0])
+    lab = StandInLab(tmp_path / "pristine", changes=[0, 0, 0])
     outcome = live.run_live(_mutation(commands=(), patches=(patch,)), lab, _run("passed"), CONTROLS)
     assert outcome.verdict == ERROR
     assert "changed nothing on the lab" in outcome.note
-    # The revert converge changed nothing: that converge is already the proof the lab is back.
-    assert lab.calls == ["converge mutated", "converge pristine"]
+    assert lab.calls == ["converge mutated x1", "converge pristine x2"]
 
 
-def test_the_recap_counts_changes_and_names_failed_hosts() -> None:
-    ok = subprocess.CompletedProcess([], 0, RECAP.format(3, 0), "")
-    assert live._recap(ok) == live.Recap(3, "")
-    failed = live._recap(subprocess.CompletedProcess([], 2, RECAP.format(0, 1), "boom"))
+def test_the_recaps_count_each_pass_and_name_failed_hosts() -> None:
+    """ansible-playbook's recap after each playbook counts the whole run so far."""
+    two = subprocess.CompletedProcess([], 0, RECAP.format(3, 0) + RECAP.format(3, 0), "")
+    assert live._recaps(two, 2) == (live.Recap(3, ""), live.Recap(0, ""))
+    still = subprocess.CompletedProcess([], 0, RECAP.format(3, 0) + RECAP.format(5, 0), "")
+    assert live._recaps(still, 2)[1] == live.Recap(2, "")
+    (failed,) = live._recaps(subprocess.CompletedProcess([], 2, RECAP.format(0, 1), "boom"), 1)
     assert failed.problems.startswith("failed or unreachable: db-1")
+
+
+def test_a_run_that_stops_early_or_exits_non_zero_is_a_problem() -> None:
+    stopped = live._recaps(subprocess.CompletedProcess([], 2, RECAP.format(3, 1), ""), 2)
+    assert stopped[0].problems.startswith("failed or unreachable")
+    assert "after 1 of 2 pass(es)" in stopped[1].problems
     broken = subprocess.CompletedProcess([], 4, "ERROR! no inventory", "")
-    assert "without a recap" in live._recap(broken).problems
+    assert "after 0 of 1 pass(es)" in live._recaps(broken, 1)[0].problems
+    quiet = subprocess.CompletedProcess([], 1, RECAP.format(0, 0), "")
+    assert "exited 1" in live._recaps(quiet, 1)[0].problems
+
+
+def _junit(path: Path, outcome: str) -> Path:
+    body = "" if outcome == "passed" else f"<{outcome} message='x'/>"
+    path.write_text(
+        "<testsuites><testsuite><testcase classname='tests.testinfra.test_base' name='test_x'>"
+        f"<properties><property name='control' value='FW-01'/></properties>{body}</testcase>"
+        "</testsuite></testsuites>"
+    )
+    return path
+
+
+@pytest.fixture
+def lab_started(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """When the stand-in lab was started (the baseline must be newer)."""
+    from tierwall.lab import state
+
+    started = [0.0]
+    running = classmethod(lambda cls: state.State(phase="up", started_at=started[0]))
+    monkeypatch.setattr(state.State, "load", running)
+    return started
+
+
+def test_a_recorded_baseline_names_what_already_failed(tmp_path: Path, lab_started: list[float]) -> None:
+    baseline = live.recorded_baseline(_junit(tmp_path / "live.xml", "failure"))
+    assert baseline.returncode == 1
+    assert baseline.failing == {"tests/testinfra/test_base.py::test_x"}
+
+
+def test_a_baseline_older_than_the_lab_is_refused(tmp_path: Path, lab_started: list[float]) -> None:
+    junit = _junit(tmp_path / "live.xml", "passed")
+    lab_started[0] = junit.stat().st_mtime + 60
+    with pytest.raises(live.LabBroken, match="older than the running lab"):
+        live.recorded_baseline(junit)
+    with pytest.raises(live.LabBroken, match="no baseline"):
+        live.recorded_baseline(tmp_path / "missing.xml")
+
+
+def test_a_failure_the_baseline_never_ran_is_not_credited(tmp_path: Path, tests_report: list[str]) -> None:
+    """The mutated run fails a test of the control that the recorded baseline does not hold."""
+    tests_report += ["failed", "passed"]
+    empty = SelectionRun(0, Run([]), "", 0.0, set())
+    outcome = live.run_live(_mutation(), StandInLab(tmp_path, changes=[2, 0]), empty, CONTROLS)
+    assert outcome.verdict == ERROR
+    assert "no result for 1 test(s)" in outcome.note
+
+
+def _on(hosts: str, control: str = "FW-01", mutation_id: str = "m") -> Mutation:
+    return _mutation(id=mutation_id, control=control, commands=(Command(hosts, "x"),),
+                     converge=Converge(hosts, ("firewall_ruleset",)))  # fmt: skip
+
+
+def test_only_breaks_of_other_hosts_and_controls_overlap_a_revert() -> None:
+    assert live.overlaps(_on("db"), _on("proxy", "AC-03"))
+    assert not live.overlaps(_on("db"), _on("proxy")), "the same control"
+    assert not live.overlaps(_on("proxy:app"), _on("app", "AC-03")), "a shared host"
+    assert not live.overlaps(_on("db"), _on("tier_*", "AC-03")), "a pattern counts as every host"
+
+
+def test_the_schedule_puts_a_break_of_other_hosts_next() -> None:
+    first, second, third = _on("db", "FW-01", "a"), _on("db", "AC-03", "b"), _on("proxy", "AC-03", "c")
+    assert [m.id for m in live.schedule([first, second, third])] == ["a", "c", "b"]
+
+
+def test_the_next_tests_wait_for_the_revert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second mutation is applied while the first is reverted, but tested only after."""
+    events: list[str] = []
+    lab = StandInLab(tmp_path, changes=[2, 0, 2, 0])
+    real_converge = lab.converge
+
+    def slow_converge(tree: Path, converge: Converge, passes: int = 1) -> tuple[live.Recap, ...]:
+        time.sleep(0.2)  # the revert is still running when the next break is applied
+        events.append(f"reverted {converge.limit}")
+        return real_converge(tree, converge, passes)
+
+    def report(root: Path, tests: tuple[str, ...], work: Path) -> SelectionRun:
+        after = work.name == "after"
+        mutation_id = (work.parent if after else work).name.split("-")[0]
+        events.append(f"{'after' if after else 'tests'} {mutation_id}")
+        return _run("passed" if after else "failed", {"a": "FW-01", "b": "AC-03"}[mutation_id])
+
+    monkeypatch.setattr(lab, "converge", slow_converge)
+    monkeypatch.setattr(live, "run_tests", report)
+    db, proxy = _on("db", "FW-01", "a"), _on("proxy", "AC-03", "b")
+    both = [_run("passed", control).run for control in ("FW-01", "AC-03")]
+    baseline = SelectionRun(0, Run([r for run in both if run for r in run.results]), "", 0, set())
+    outcomes = live.run_pipeline([db, proxy], lab, lambda _: baseline, CONTROLS)
+    assert lab.calls[:3] == ["command x", "command x", "converge pristine x2"], "b applied during a's revert"
+    assert events == ["tests a", "reverted db", "after a", "tests b", "reverted proxy", "after b"]
+    assert [(o.mutation.id, o.verdict) for o in outcomes] == [("a", KILLED), ("b", KILLED)]

@@ -61,8 +61,10 @@ def run_all(
     lab: bool = False,
     jobs: int = 4,
     on_outcome: Callable[[Outcome], None] | None = None,
+    live_baseline: Path | None = None,
 ) -> list[Outcome]:
-    """Every mutation's outcome, in catalogue order. Live mutations run only with ``lab``."""
+    """Every mutation's outcome, in catalogue order. Live mutations run only with ``lab``; their
+    baseline is ``live_baseline`` (the live suites' JUnit from this lab) when given."""
     mutations = list(mutations)
     offline = [m for m in mutations if not m.needs_lab]
     live = [m for m in mutations if m.needs_lab] if lab else []
@@ -72,7 +74,7 @@ def run_all(
         if offline:
             done |= _run_offline(offline, controls, pristine, jobs, on_outcome)
         if live:
-            done |= _run_live(live, controls, repo, pristine, jobs, on_outcome)
+            done |= _run_live(live, controls, repo, pristine, jobs, on_outcome, live_baseline)
     return [done.get(m.id) or _not_run(m) for m in mutations]
 
 
@@ -95,10 +97,10 @@ def _run_offline(
 
 def _run_live(
     mutations: list[Mutation], controls: tuple[Control, ...], repo: Path, pristine: Path, jobs: int,
-    on_outcome: Callable[[Outcome], None] | None,
+    on_outcome: Callable[[Outcome], None] | None, recorded: Path | None,
 ) -> dict[str, Outcome]:  # fmt: skip
-    """The live mutations, one after the other on the one lab."""
-    from tierwall.mutations.live import Lab, LabBroken, live_tests, run_live
+    """The live mutations on the one lab: one break at a time (see tierwall.mutations.live)."""
+    from tierwall.mutations.live import Lab, LabBroken, live_tests, recorded_baseline, run_pipeline
 
     # The scratch copy converges and tests the lab this checkout built: its secrets, CA, inventory.
     (pristine / ".lab").symlink_to(repo / ".lab")
@@ -106,12 +108,13 @@ def _run_live(
     done: dict[str, Outcome] = {}
     try:
         lab.require_up()
-        # The baselines only read the lab (the idempotence test's converge changes nothing).
-        baselines = _baselines(mutations, pristine, jobs, lambda tests: live_tests(tests, lab))
-        for mutation in mutations:
-            done[mutation.id] = run_live(mutation, lab, baselines[mutation.tests], controls)
-            if on_outcome:
-                on_outcome(done[mutation.id])
+        if recorded:
+            baselines = dict.fromkeys({m.tests for m in mutations}, recorded_baseline(recorded))
+        else:
+            # They only read the lab (the idempotence test's converge changes nothing).
+            baselines = _baselines(mutations, pristine, jobs, lambda tests: live_tests(tests, lab))
+        outcomes = run_pipeline(mutations, lab, lambda m: baselines[m.tests], controls, on_outcome)
+        done = {o.mutation.id: o for o in outcomes}
     except LabBroken as exc:
         raise MutationError(f"{exc}; run `make converge` to put the lab back") from None
     return done
@@ -215,7 +218,19 @@ def _unusable(mutation: Mutation, result: TestRun, baseline: TestRun, controls: 
             return f"pytest {name} exited {run.returncode}:\n{run.output.strip()}"
     if baseline.run is not None and mutation.control in failed_controls(baseline.run, controls):
         return f"{mutation.control} already fails without the mutation: fix that first"
+    unseen = _not_in_baseline(result, baseline)
+    if unseen:
+        return f"the baseline has no result for {len(unseen)} test(s) of the selection, e.g. {unseen[0]}"
     return ""
+
+
+def _not_in_baseline(result: TestRun, baseline: TestRun) -> list[str]:
+    """Failing tests of the mutated run that the baseline never ran: whether the lab failed them
+    before the mutation cannot be known, so their failure cannot be credited to it."""
+    assert result.run is not None
+    assert baseline.run is not None
+    known = {r.nodeid for r in baseline.run.results}
+    return sorted(n for n in result.failing if n not in known)
 
 
 def failed_controls(run: Run, controls: tuple[Control, ...]) -> tuple[str, ...]:

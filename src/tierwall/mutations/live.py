@@ -8,21 +8,29 @@ change nothing. A break that the converge does not undo (a row, a database role)
 mutation's own revert commands first. After a command mutation the control's tests must pass
 again: a converge that reports nothing changed is no proof that drift it cannot see is gone.
 
-One mutation at a time: they share one lab. The lab must be up before each one; every SSH
-connection of Ansible and of the tests passes the lab's containment gate on its own.
+They share one lab: a mutation's tests run while its break is the only one on the lab. Its revert
+may run while the next mutation, on other hosts and for another control, is being applied. The
+lab must be up before each Ansible run; every SSH connection of Ansible and of the tests passes
+the lab's containment gate on its own.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tierwall.audit.controls import Control
+from tierwall.audit.junit import ERROR as TEST_ERROR
+from tierwall.audit.junit import FAILED as TEST_FAILED
+from tierwall.audit.junit import JUnitError, read_junit
 from tierwall.mutations import engine
 from tierwall.mutations.catalogue import Command, Converge, Mutation
 from tierwall.mutations.engine import ERROR, Outcome, TestRun, judge, run_tests
@@ -60,11 +68,13 @@ class Lab:
         if state is None or state.phase != "up" or not self.inventory.exists():
             raise LabBroken("the lab is not up: `tierwall lab up` and converge it first (make converge)")
 
-    def converge(self, tree: Path, converge: Converge) -> Recap:
-        """site.yml of ``tree`` (the pristine copy or a patched one) on the lab."""
-        playbook = tree / "ansible" / "playbooks" / "site.yml"
-        argv = ["ansible-playbook", "-i", str(self.inventory), str(playbook), "--limit", converge.limit]
-        return _recap(self._ansible(tree, [*argv, "--tags", ",".join(converge.tags)]))
+    def converge(self, tree: Path, converge: Converge, passes: int = 1) -> tuple[Recap, ...]:
+        """site.yml of ``tree`` (the pristine copy or a patched one) on the lab, ``passes`` times
+        in one ansible-playbook run (it runs each playbook named, in order): one recap per pass."""
+        playbook = str(tree / "ansible" / "playbooks" / "site.yml")
+        argv = ["ansible-playbook", "-i", str(self.inventory), *[playbook] * passes]
+        tags = ",".join(converge.tags)
+        return _recaps(self._ansible(tree, [*argv, "--limit", converge.limit, "--tags", tags]), passes)
 
     def command(self, command: Command) -> subprocess.CompletedProcess[str]:
         argv = ["ansible", command.hosts, "-i", str(self.inventory), "-b", "-m", command.module]
@@ -85,12 +95,28 @@ class Lab:
         )
 
 
-def _recap(done: subprocess.CompletedProcess[str]) -> Recap:
-    rows = _RECAP.findall(done.stdout)
+def _recaps(done: subprocess.CompletedProcess[str], passes: int) -> tuple[Recap, ...]:
+    """One recap per pass. ansible-playbook prints a PLAY RECAP after each playbook it runs, with
+    the counts of the whole run so far: a pass's changes are its recap minus the one before."""
+    blocks = done.stdout.split("PLAY RECAP")[1:]
+    counted = [_recap(block, done) for block in blocks]
+    before = [0] + [r.changed for r in counted]
+    recaps = [Recap(r.changed - before[i], r.problems) for i, r in enumerate(counted)]
+    why = f"ansible-playbook exited {done.returncode} after {len(recaps)} of {passes} pass(es)"
+    why = f"{why}:\n{_tail(done)}"
+    if len(recaps) < passes:
+        recaps.append(Recap(0, why))
+    elif done.returncode and not any(r.problems for r in recaps):
+        recaps[-1] = Recap(recaps[-1].changed, why)
+    return tuple(recaps[:passes])
+
+
+def _recap(block: str, done: subprocess.CompletedProcess[str]) -> Recap:
+    rows = _RECAP.findall(block)
     if not rows:
         return Recap(0, f"ansible-playbook exited {done.returncode} without a recap:\n{_tail(done)}")
     bad = [host for host, _, unreachable, failed in rows if int(unreachable) or int(failed)]
-    problems = f"failed or unreachable: {', '.join(bad)}\n{_tail(done)}" if bad or done.returncode else ""
+    problems = f"failed or unreachable: {', '.join(bad)}\n{_tail(done)}" if bad else ""
     return Recap(sum(int(changed) for _, changed, _, _ in rows), problems)
 
 
@@ -98,26 +124,134 @@ def _tail(done: subprocess.CompletedProcess[str], lines: int = 25) -> str:
     return "\n".join((done.stdout + done.stderr).strip().splitlines()[-lines:])
 
 
+def recorded_baseline(junit: Path) -> TestRun:
+    """The live suites' results on this lab as every selection's baseline: the same tests, run
+    against the same converged lab just before (make test), instead of each selection again.
+    Refused when the lab was (re)started after the file was written: it would describe other hosts."""
+    from tierwall.lab.state import State
+
+    state = State.load()
+    if not junit.is_file():
+        raise LabBroken(f"no baseline at {junit}: run the live suites first (make live-passes)")
+    if state is None or state.started_at is None or junit.stat().st_mtime < state.started_at:
+        raise LabBroken(f"{junit} is older than the running lab: run the live suites (make live-passes)")
+    try:
+        run = read_junit([junit])
+    except JUnitError as exc:
+        raise LabBroken(f"{junit}: {exc}") from None
+    failing = {r.nodeid for r in run.results if r.outcome in (TEST_FAILED, TEST_ERROR)}
+    return TestRun(1 if failing else 0, run, f"recorded in {junit}", 0.0, failing)
+
+
 def live_tests(tests: tuple[str, ...], lab: Lab) -> tuple[str, ...]:
     return (*tests, f"--ansible-inventory={lab.inventory}")
 
 
+@dataclass
+class _Step:
+    """One mutation on its way through the lab: its scratch directory and what it found."""
+
+    mutation: Mutation
+    work: Path
+    started: float
+    problem: str = ""
+    result: TestRun | None = None
+
+
 def run_live(mutation: Mutation, lab: Lab, baseline: TestRun, controls: tuple[Control, ...]) -> Outcome:
     """The mutation's outcome; raises LabBroken when the lab could not be put back."""
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix=f"{mutation.id}-", dir=lab.pristine.parent) as work:
-        try:
-            problem = _apply(mutation, lab, Path(work))
-            result = None if problem else run_tests(lab.pristine, live_tests(mutation.tests, lab), Path(work))
-        finally:
-            _revert(mutation, lab, controls, Path(work))
-    if problem or result is None:
-        return Outcome(mutation, ERROR, time.monotonic() - started, problem)
-    outcome = judge(mutation, result, baseline, controls)
-    return Outcome(
-        mutation, outcome.verdict, time.monotonic() - started, outcome.note,
-        outcome.failed_controls, outcome.caught_by_unmarked,
-    )  # fmt: skip
+    return run_pipeline([mutation], lab, lambda _: baseline, controls)[0]
+
+
+def run_pipeline(
+    mutations: list[Mutation], lab: Lab, baseline: Callable[[Mutation], TestRun],
+    controls: tuple[Control, ...], on_outcome: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:  # fmt: skip
+    """Each mutation applied, tested and reverted; raises LabBroken when the lab could not be put back.
+
+    A mutation's revert (the converges, the tests again after drift) runs in the background while
+    the next mutation is applied, when that one breaks other hosts and another control: the next
+    mutation's tests only start once the revert is proved, so every test run sees one break alone.
+    """
+    outcomes: list[Outcome] = []
+    with ThreadPoolExecutor(max_workers=1) as background:
+        behind: tuple[_Step, Future[Outcome]] | None = None
+        for mutation in schedule(mutations):
+            if behind and not overlaps(behind[0].mutation, mutation):
+                outcomes.append(_collect(behind[1], on_outcome))
+                behind = None
+            step = _Step(mutation, Path(tempfile.mkdtemp(prefix=f"{mutation.id}-", dir=lab.pristine.parent)),
+                         time.monotonic())  # fmt: skip
+            try:
+                step.problem = _apply(mutation, lab, step.work)
+                if behind:
+                    outcomes.append(_collect(behind[1], on_outcome))
+                    behind = None
+                if not step.problem:
+                    step.result = run_tests(lab.pristine, live_tests(mutation.tests, lab), step.work)
+            except BaseException:
+                _revert_anyway(step, lab, controls)
+                raise
+            behind = (step, background.submit(_finish, step, lab, baseline(mutation), controls))
+        if behind:
+            outcomes.append(_collect(behind[1], on_outcome))
+    return outcomes
+
+
+def _collect(future: Future[Outcome], on_outcome: Callable[[Outcome], None] | None) -> Outcome:
+    outcome = future.result()  # the revert's LabBroken, if any, is raised here
+    if on_outcome:
+        on_outcome(outcome)
+    return outcome
+
+
+def _finish(step: _Step, lab: Lab, baseline: TestRun, controls: tuple[Control, ...]) -> Outcome:
+    """Revert the step's mutation, prove the lab is back, and judge what its tests saw."""
+    try:
+        _revert(step.mutation, lab, controls, step.work)
+    finally:
+        shutil.rmtree(step.work, ignore_errors=True)
+    seconds = time.monotonic() - step.started
+    if step.problem or step.result is None:
+        return Outcome(step.mutation, ERROR, seconds, step.problem)
+    return replace(judge(step.mutation, step.result, baseline, controls), seconds=seconds)
+
+
+def _revert_anyway(step: _Step, lab: Lab, controls: tuple[Control, ...]) -> None:
+    """After an error mid-mutation: take the break off if possible; the first error is the one shown."""
+    try:
+        _revert(step.mutation, lab, controls, step.work)
+    except Exception as exc:  # noqa: BLE001 - the error being raised already says what went wrong
+        print(f"{step.mutation.id}: the revert after an error failed too: {exc}", file=sys.stderr)
+    finally:
+        shutil.rmtree(step.work, ignore_errors=True)
+
+
+def hosts_of(mutation: Mutation) -> set[str]:
+    """The inventory groups a mutation touches (its converge's limit and its commands' hosts);
+    a pattern other than plain group names counts as every host."""
+    patterns = [mutation.converge.limit] if mutation.converge else []
+    patterns += [c.hosts for c in (*mutation.commands, *mutation.revert)]
+    names = {n.strip() for p in patterns for n in re.split(r"[:,]", p)}
+    return {"all"} if any(not re.fullmatch(r"[a-z][a-z0-9_]*", n) or n == "all" for n in names) else names
+
+
+def overlaps(before: Mutation, after: Mutation) -> bool:
+    """Whether ``after`` may be applied while ``before`` is reverted: other hosts (two converges
+    never share one) and another control (its break cannot be what the revert's tests see)."""
+    a, b = hosts_of(before), hosts_of(after)
+    return before.control != after.control and "all" not in a | b and not a & b
+
+
+def schedule(mutations: list[Mutation]) -> list[Mutation]:
+    """Catalogue order, except that the next mutation is, where one exists, the first one left
+    that may overlap the one before it."""
+    left, ordered = list(mutations), list[Mutation]()
+    while left:
+        nxt = next((m for m in left if ordered and overlaps(ordered[-1], m)), left[0])
+        ordered.append(nxt)
+        left.remove(nxt)
+    return ordered
 
 
 def _apply(mutation: Mutation, lab: Lab, work: Path) -> str:
@@ -128,7 +262,7 @@ def _apply(mutation: Mutation, lab: Lab, work: Path) -> str:
             apply_patches(root, mutation.patches)
         except PatchError as exc:
             return f"does not apply: {exc}"
-        recap = lab.converge(root, mutation.converge)  # type: ignore[arg-type]
+        (recap,) = lab.converge(root, mutation.converge)  # type: ignore[arg-type]
         if recap.problems:
             return f"the mutated converge failed: {recap.problems}"
         if not recap.changed:
@@ -148,12 +282,11 @@ def _revert(mutation: Mutation, lab: Lab, controls: tuple[Control, ...], work: P
             raise LabBroken(f"{mutation.id}: revert `{command.run}` failed:\n{_tail(done)}")
     converge = mutation.converge
     assert converge is not None  # the catalogue refuses a live mutation without one
-    for attempt in ("revert", "check"):
-        recap = lab.converge(lab.pristine, converge)
+    # The revert and the check in one run: the second pass must change nothing.
+    recaps = lab.converge(lab.pristine, converge, passes=2)
+    for attempt, recap in zip(("revert", "check"), recaps, strict=True):
         if recap.problems:
             raise LabBroken(f"{mutation.id}: the {attempt} converge failed: {recap.problems}")
-        if not recap.changed:
-            break  # a converge that changes nothing is the proof; a second one would add nothing
     if recap.changed:
         raise LabBroken(f"{mutation.id}: a second converge still changed {recap.changed} thing(s)")
     if mutation.commands:
