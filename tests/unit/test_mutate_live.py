@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import time
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -181,6 +182,14 @@ def test_only_breaks_of_other_hosts_and_controls_overlap_a_revert() -> None:
 def test_the_schedule_puts_a_break_of_other_hosts_next() -> None:
     first, second, third = _on("db", "FW-01", "a"), _on("db", "AC-03", "b"), _on("proxy", "AC-03", "c")
     assert [m.id for m in live.schedule([first, second, third])] == ["a", "c", "b"]
+
+
+def test_the_schedule_spreads_the_largest_group_so_none_is_left_alone_at_the_end() -> None:
+    catalogue = [_on(hosts, control, f"{hosts}{n}") for n, (hosts, control) in enumerate(
+        [("db", "FW-01"), ("app", "AC-03"), ("proxy", "AC-01"), ("db", "AC-02"), ("db", "ENC-02")])]
+    ordered = live.schedule(catalogue)
+    assert [m.id for m in ordered] == ["db0", "app1", "db3", "proxy2", "db4"]
+    assert all(live.overlaps(a, b) for a, b in pairwise(ordered))
 
 
 def test_the_next_tests_wait_for_the_revert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -244,13 +244,14 @@ def overlaps(before: Mutation, after: Mutation) -> bool:
 
 
 def schedule(mutations: list[Mutation]) -> list[Mutation]:
-    """Catalogue order, except that the next mutation is, where one exists, the first one left
-    that may overlap the one before it."""
+    """An order in which as many mutations as possible overlap the one before: next comes, of
+    those that may, the one whose hosts most mutations left share (the db's many would otherwise
+    be left to run one by one at the end); catalogue order breaks ties."""
     left, ordered = list(mutations), list[Mutation]()
     while left:
-        nxt = next((m for m in left if ordered and overlaps(ordered[-1], m)), left[0])
-        ordered.append(nxt)
-        left.remove(nxt)
+        fits = [m for m in left if ordered and overlaps(ordered[-1], m)] or left
+        ordered.append(max(fits, key=lambda m: sum(bool(hosts_of(m) & hosts_of(o)) for o in left)))
+        left.remove(ordered[-1])
     return ordered
 
 
