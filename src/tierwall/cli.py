@@ -52,7 +52,7 @@ def _inventory(args: argparse.Namespace) -> int:
     if args.lab:
         from tierwall.lab.inventory import write_lab_inventory
 
-        path = write_lab_inventory(Path(args.output) if args.output else None)
+        path = write_lab_inventory(Path(args.output) if args.output else None, verify=args.verify)
         print(path)
         return 0
     outputs = load_outputs(args.pulumi_outputs)
@@ -226,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify",
         action="store_true",
         help="connect as the verify account (make verify of the scheduled check): no become; "
-        "--private-key is then the verify key",
+        "--private-key is then the verify key (with --lab: the lab's own verify key, and the "
+        "default output .lab/inventory-verify.yml)",
     )
     inv.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     inv.set_defaults(func=_inventory)

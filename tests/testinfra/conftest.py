@@ -9,12 +9,20 @@ Hosts are chosen by inventory group, never by address: each module names its gro
 (which honours the inventory's ProxyCommand jump chain and ``ansible_become``). Addresses,
 the topology and the lab sentinel are read from the inventory's variables. Without an
 inventory the tests are collected and skipped with the reason.
+
+Under an inventory that connects as the read-only ``verify`` account (``tierwall inventory
+--verify``, which sets ``tierwall_verify_account: true``), a command is run through ``sudo -n``
+exactly when it is, as formatted, one of the root commands the common role grants the account
+(``common_verify_sudo_commands``); every other command runs as the account itself. Checks marked
+``verify_never`` (they read secrets, change the host or need PostgreSQL's superuser) and the
+``disruptive`` ones are skipped with the reason: docs/operations/verification.md.
 """
 
 from __future__ import annotations
 
 import configparser
 import os
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -23,7 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tierwall.paths import LAB_DIR
+from tierwall.paths import ANSIBLE_DIR, LAB_DIR
 
 
 @dataclass(frozen=True)
@@ -94,12 +102,15 @@ LAB_TARGET = "lab"  # all.vars.tierwall_target of the inventory `tierwall lab up
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip this directory's ``lab_only`` checks, with the reason, unless the inventory is the lab's.
+    """Skip, with the reason, this directory's ``lab_only`` checks unless the inventory is the lab's,
+    and under a verify inventory the checks that account cannot run (:func:`verify_skip_reason`).
 
-    They reach for what only the lab has (the sentinel "internet" host, the machines' namespaces);
-    against a Hetzner stack they would fail for a reason unrelated to the stack, or probe a real
-    address. The audit then reports their controls "not reviewed" for that target, never passed.
+    lab_only checks reach for what only the lab has (the sentinel "internet" host, the machines'
+    namespaces); against a Hetzner stack they would fail for a reason unrelated to the stack, or
+    probe a real address. The audit then reports their controls "not reviewed" for that target,
+    and a control one of whose checks was skipped "not proved", never passed.
     """
+    _skip_what_verify_cannot_run(config, items)
     here = Path(__file__).resolve().parent
     marked = [i for i in items if i.get_closest_marker("lab_only") and here in i.path.resolve().parents]
     if not marked:
@@ -113,6 +124,72 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
               "the lab's sentinel or machines")
     for item in marked:
         item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# -- the verify account ------------------------------------------------------------------------------
+
+VERIFY_FLAG = "tierwall_verify_account"  # all.vars of `tierwall inventory --verify`
+VERIFY_PAGE = "docs/operations/verification.md"
+VERIFY_NEVER = "verify_never"
+SUDO_COMMANDS = "common_verify_sudo_commands"
+COMMON_DEFAULTS = ANSIBLE_DIR / "roles" / "common" / "defaults" / "main.yml"
+
+
+def is_verify(variables: Mapping[str, Any]) -> bool:
+    return variables.get(VERIFY_FLAG) is True
+
+
+def verify_sudo_commands(hostvars: Mapping[str, Any]) -> frozenset[str]:
+    """The root commands the common role lets the verify account run on this host: the role's own
+    variable, as Ansible resolves it (the inventory's value over the role's default)."""
+    if SUDO_COMMANDS in hostvars:
+        return frozenset(hostvars[SUDO_COMMANDS])
+    return frozenset(yaml.safe_load(COMMON_DEFAULTS.read_text())[SUDO_COMMANDS])
+
+
+def as_verify(command: str, sudo_commands: Collection[str]) -> str:
+    """The command the verify account runs for ``command`` (already formatted): through ``sudo -n``
+    when sudoers names it in full, else as itself. Never a near match: sudo would refuse it, and a
+    wider rule (a prefix, a pattern) is what the sudoers file must not grant."""
+    return f"sudo -n {command}" if command in sudo_commands else command
+
+
+def verify_skip_reason(item: pytest.Item) -> str | None:
+    """Why the verify account cannot run this check, or None when it can."""
+    never = item.get_closest_marker(VERIFY_NEVER)
+    if never is not None:
+        if len(never.args) != 1 or not isinstance(never.args[0], str) or not never.args[0]:
+            raise pytest.UsageError(f"{item.nodeid}: use @pytest.mark.{VERIFY_NEVER}('why') with one reason")
+        why = never.args[0]
+    elif item.get_closest_marker("disruptive") is not None:
+        why = "it stops, restarts or changes something on the host"
+    else:
+        return None
+    return f"never as the verify account: {why} ({VERIFY_PAGE}); the lab runs it as ops"
+
+
+def _skip_what_verify_cannot_run(config: pytest.Config, items: list[pytest.Item]) -> None:
+    inventory = _load(_inventory_path(config))
+    if inventory is None or not is_verify(inventory.all_vars):
+        return
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here not in item.path.resolve().parents:
+            continue
+        reason = verify_skip_reason(item)
+        if reason is not None:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _run_as_verify(backend: Any, sudo_commands: frozenset[str]) -> None:
+    """Route every command of ``backend`` through :func:`as_verify` (the ansible backend formats
+    a command with its arguments as testinfra does; the result is passed on already formatted)."""
+    run = backend.run
+
+    def verified(command: str, *args: str, **kwargs: Any) -> Any:
+        return run(as_verify(backend.quote(command, *args), sudo_commands), **kwargs)
+
+    backend.run = verified
 
 
 @pytest.fixture(scope="session")
@@ -147,7 +224,11 @@ def connect(inventory: Inventory, name: str) -> Any:
 
     if name not in _HOSTS:
         _ensure_control_dir()
-        _HOSTS[name] = testinfra.get_host(f"ansible://{name}", ansible_inventory=str(inventory.path))
+        host = testinfra.get_host(f"ansible://{name}", ansible_inventory=str(inventory.path))
+        hostvars = inventory.hostvars(name)
+        if is_verify(hostvars):
+            _run_as_verify(host.backend, verify_sudo_commands(hostvars))
+        _HOSTS[name] = host
     return _HOSTS[name]
 
 

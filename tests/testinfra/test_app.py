@@ -67,6 +67,7 @@ def test_apt_proxy_refuses_anything_but_the_debian_archive(
 
 
 @pytest.mark.control("EGR-01")
+@pytest.mark.verify_never("changes the host: apt-get update rewrites the package lists, as root")
 def test_apt_works_through_the_squid(host: Any) -> None:
     """The app's own apt reaches the Debian archive through the squid (its allow-list lets the archive
     through).

@@ -21,6 +21,9 @@ CREDENTIALS = ("notes-master-key", "api-token", "notes-db-password", "identity-d
 MAX_EXPOSURE = 2.0
 
 pytestmark = [pytest.mark.control("HARD-01")]
+# What the verify account may never do here: look at the secrets (docs/operations/verification.md).
+SECRETS = ("reads the service's secrets or where they lie (root's 0700 directories, runuser, the "
+           "process environment)")
 
 
 def _show(host: Any, *properties: str) -> dict[str, str]:
@@ -101,12 +104,13 @@ def test_listens_only_on_the_frontend_address(
     host: Any, hostvars: dict[str, Any], topology: dict[str, Any]
 ) -> None:
     """Only the proxy's network can reach the app: one TLS socket, on the frontend address."""
-    done = host.run("ss -H -l -n -p -t -u")
+    done = host.run("/usr/bin/ss -H -l -n -p -t -u")  # the verify account: through sudo
     assert done.rc == 0, done.stderr
     sockets = sorted(line.split()[4] for line in done.stdout.splitlines() if '"tierwall-notes"' in line)
     assert sockets == [f"{hostvars['tierwall_addresses']['frontend']}:{topology['ports']['app']}"]
 
 
+@pytest.mark.verify_never(SECRETS)
 def test_credentials_at_rest_are_root_only(host: Any) -> None:
     directory = host.file(CREDENTIALS_DIR)
     assert (directory.user, directory.group, directory.mode) == ("root", "root", 0o700)
@@ -116,6 +120,7 @@ def test_credentials_at_rest_are_root_only(host: Any) -> None:
         assert (secret.user, secret.group, secret.mode) == ("root", "root", 0o600), name
 
 
+@pytest.mark.verify_never(SECRETS)
 def test_the_service_user_cannot_read_the_files_behind_its_credentials(host: Any) -> None:
     """The service reads its secrets only from systemd's per-service copy, never from the files."""
     key = host.run("ls /etc/ssl/tierwall/private/").stdout.split()
@@ -127,6 +132,7 @@ def test_the_service_user_cannot_read_the_files_behind_its_credentials(host: Any
         assert done.rc != 0, f"{USER} can read {path}"
 
 
+@pytest.mark.verify_never(SECRETS)
 def test_runtime_credentials_belong_to_the_service_alone(host: Any) -> None:
     """$CREDENTIALS_DIRECTORY holds the secrets (and the TLS key), readable by the service user
     only, on a non-swappable in-memory file system that disappears with the service."""
@@ -140,6 +146,7 @@ def test_runtime_credentials_belong_to_the_service_alone(host: Any) -> None:
     assert fs in ("ramfs", "tmpfs"), fs
 
 
+@pytest.mark.verify_never(SECRETS)
 def test_secrets_are_not_in_the_environment_or_the_unit(host: Any) -> None:
     """Secrets are passed as credentials, never as environment variables or unit text."""
     environ = host.file(f"/proc/{_main_pid(host)}/environ").content_string
@@ -153,6 +160,7 @@ def test_secrets_are_not_in_the_environment_or_the_unit(host: Any) -> None:
         assert secret not in environ, f"{name} is in the process environment"
 
 
+@pytest.mark.verify_never(SECRETS)
 def test_nothing_sensitive_is_written_to_disk(host: Any) -> None:
     """The service can write nowhere on disk (ProtectSystem=strict, no ReadWritePaths), its
     temporary directory is on tmpfs, and it owns no file outside /run, /proc and /sys."""

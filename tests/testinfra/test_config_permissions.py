@@ -35,6 +35,7 @@ def _files(host: Any, tier: str) -> list[tuple[str, str]]:
 
 
 @pytest.mark.control("HARD-03")
+@pytest.mark.verify_never("tries each file as its service's user and as nobody (runuser needs root)")
 def test_allow_lists_and_secrets_are_readable_by_their_service_only(
     host: Any, hostvars: dict[str, Any]
 ) -> None:

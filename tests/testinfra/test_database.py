@@ -37,6 +37,11 @@ from sealed_rows import platform_keyring, sealed_sql
 from tierwall.paths import LAB_DIR, REPO
 
 TIER_GROUP = "db"
+# What the read-only verify account may never do (docs/operations/verification.md): any SQL as the
+# superuser is root in effect, the app roles' passwords are secrets, and the retention jobs and the
+# key search act on the host as root.
+SUPERUSER = pytest.mark.verify_never("SQL as PostgreSQL's superuser (runuser -u postgres): root in effect")
+APP_PASSWORDS = pytest.mark.verify_never("logs in as the app's database roles with their passwords (secrets)")
 PORT = 5432
 VOLUME_MOUNT = "/srv/pgdata-volume"
 ENCRYPTED_DIR = f"{VOLUME_MOUNT}/postgresql"
@@ -239,6 +244,7 @@ def cluster(host: Any, host_name: str) -> Cluster:
 
 
 @pytest.mark.control("AC-01")
+@SUPERUSER
 def test_listens_on_the_backend_address_only(host: Any, db_address: str) -> None:
     """PostgreSQL listens on the db's backend address (and its unix socket), nowhere else: no
     wildcard, no loopback TCP, no other interface could ever carry a connection."""
@@ -250,6 +256,7 @@ def test_listens_on_the_backend_address_only(host: Any, db_address: str) -> None
 
 
 @pytest.mark.control("ENC-02")
+@SUPERUSER
 def test_tls_is_on_with_a_modern_minimum(host: Any) -> None:
     """The server offers TLS with the internal CA's certificate and accepts TLS 1.2 at the oldest."""
     settings = dict(
@@ -267,6 +274,7 @@ def test_tls_is_on_with_a_modern_minimum(host: Any) -> None:
 
 
 @pytest.mark.control("AVL-01")
+@SUPERUSER
 def test_sessions_are_bounded_and_the_apps_pool_is_left_alone(
     host: Any, apps: list[Any], db_address: str
 ) -> None:
@@ -293,6 +301,7 @@ def test_sessions_are_bounded_and_the_apps_pool_is_left_alone(
 
 
 @pytest.mark.control("ENC-02")
+@APP_PASSWORDS
 def test_the_app_connects_with_verify_full(host: Any, apps: list[Any], db_address: str) -> None:
     """Each app server reaches the db over TLS, verifying the certificate against the internal CA
     and the db's address (libpq's sslmode=verify-full), and logs in with SCRAM to both databases."""
@@ -306,6 +315,7 @@ def test_the_app_connects_with_verify_full(host: Any, apps: list[Any], db_addres
 
 
 @pytest.mark.control("ENC-02")
+@APP_PASSWORDS
 def test_a_certificate_for_another_name_is_refused(host: Any, apps: list[Any], db_address: str) -> None:
     """verify-full means something: a client expecting another name rejects the db's certificate."""
     verdict = connect_as_app(apps[0], db_address, "notes", "notes_app", server_name="other.tierwall.internal")
@@ -314,6 +324,7 @@ def test_a_certificate_for_another_name_is_refused(host: Any, apps: list[Any], d
 
 
 @pytest.mark.control("ENC-03")
+@APP_PASSWORDS
 def test_a_connection_without_tls_is_refused(host: Any, apps: list[Any], db_address: str) -> None:
     """pg_hba.conf has hostssl lines only: a plain-text connection is rejected before any password."""
     verdict = connect_as_app(apps[0], db_address, "notes", "notes_app", mode="disable")
@@ -331,6 +342,7 @@ def test_a_wrong_password_is_refused(host: Any, apps: list[Any], db_address: str
 
 
 @pytest.mark.control("ENC-03")
+@SUPERUSER
 def test_pg_hba_admits_the_app_roles_over_tls_only(host: Any, hostvars: dict[str, Any]) -> None:
     """As the server reads pg_hba.conf: postgres by peer on the socket; each app role to its own
     database, hostssl, scram-sha-256, from app /32 addresses; everything else rejected; no trust."""
@@ -365,6 +377,7 @@ def test_pg_hba_admits_the_app_roles_over_tls_only(host: Any, hostvars: dict[str
 
 
 @pytest.mark.control("ENC-04")
+@SUPERUSER
 def test_passwords_are_stored_as_scram(host: Any) -> None:
     """password_encryption is scram-sha-256 and every stored password is a SCRAM verifier (no MD5)."""
     assert psql(host, "postgres", "SHOW password_encryption") == "scram-sha-256"
@@ -389,6 +402,7 @@ def test_the_proxy_cannot_reach_the_db(inventory: Inventory, db_address: str, ho
 
 
 @pytest.mark.control("ENC-05")
+@SUPERUSER
 def test_the_data_directory_is_on_the_encrypted_volume(
     host: Any, hostvars: dict[str, Any], cluster: Cluster
 ) -> None:
@@ -461,6 +475,7 @@ def _text_and_raw_digests(key: bytes) -> set[str]:
 
 
 @pytest.mark.control("ENC-05")
+@pytest.mark.verify_never("searches the whole disk and the journal as root for the volume's key")
 def test_the_key_is_nowhere_on_the_db(host: Any) -> None:
     """The data directory's key reached the db only to unlock it: no file on the db (temporary
     module files, logs, configuration, the data volume) and no journal entry holds it. A random
@@ -508,6 +523,7 @@ def _keyring() -> Any:
 
 
 @pytest.mark.control("AC-02")
+@SUPERUSER
 def test_only_postgres_is_privileged(host: Any) -> None:
     """No role but postgres is superuser or may create roles/databases, replicate or bypass RLS."""
     privileged = psql(
@@ -519,6 +535,7 @@ def test_only_postgres_is_privileged(host: Any) -> None:
 
 @pytest.mark.control("AC-02")
 @pytest.mark.parametrize("database", ["notes", "identity", "postgres"])
+@SUPERUSER
 def test_no_public_grants(host: Any, database: str) -> None:
     """PUBLIC (every role) holds nothing: no CONNECT/TEMP on the databases, no USAGE on the schema,
     no table privilege. Each app role gets only what is granted to it by name."""
@@ -541,6 +558,7 @@ def test_no_public_grants(host: Any, database: str) -> None:
 
 @pytest.mark.control("AC-02")
 @pytest.mark.parametrize("database", ["notes", "identity"])
+@SUPERUSER
 def test_app_roles_have_exactly_their_privileges(host: Any, database: str) -> None:
     """Each app role has exactly the table privileges the app needs (app/README.md) and nothing
     else: notes_app cannot UPDATE a note, identity_app cannot DELETE a contract."""
@@ -553,6 +571,7 @@ def test_app_roles_have_exactly_their_privileges(host: Any, database: str) -> No
 
 
 @pytest.mark.control("PSE-01")
+@SUPERUSER
 def test_the_notes_role_cannot_cross_the_boundary(host: Any, apps: list[Any], db_address: str) -> None:
     """The link between a notes file and its client stays apart: notes_app cannot connect to
     identity, identity_app cannot connect to notes, and even inside the other database a SELECT
@@ -583,6 +602,7 @@ NOTES_COLUMNS = {
 
 
 @pytest.mark.control("PSE-01")
+@SUPERUSER
 def test_the_notes_database_holds_no_client_identifier(host: Any) -> None:
     """The notes database knows pseudonymous file ids only: its tables hold exactly these columns."""
     rows = psql(
@@ -600,6 +620,7 @@ def test_the_notes_database_holds_no_client_identifier(host: Any) -> None:
 
 
 @pytest.mark.control("LOG-01")
+@SUPERUSER
 def test_connections_are_logged_with_who_and_where(host: Any) -> None:
     """Every connection and disconnection is logged with time, user, database and client address."""
     settings = dict(
@@ -614,6 +635,7 @@ def test_connections_are_logged_with_who_and_where(host: Any) -> None:
 
 
 @pytest.mark.control("LOG-01")
+@SUPERUSER
 def test_pgaudit_logs_a_read_of_the_notes(
     host: Any, apps: list[Any], db_address: str, cluster: Cluster
 ) -> None:
@@ -666,6 +688,7 @@ def test_no_chat_message_outlives_two_weeks(host: Any) -> None:
 
 
 @pytest.mark.control("RET-01")
+@pytest.mark.verify_never("changes the host: plants rows as the superuser and starts the retention job")
 def test_the_chat_purge_deletes_after_12_days(host: Any) -> None:
     """The retention job deletes a 13-day-old chat message, keeps an 11-day-old one, and logs the
     number of rows it removed; its timer is active."""
@@ -690,6 +713,7 @@ def test_the_chat_purge_deletes_after_12_days(host: Any) -> None:
 
 
 @pytest.mark.control("RET-02")
+@pytest.mark.verify_never("changes the host: plants rows as the superuser and starts the retention job")
 def test_the_contracts_purge_deletes_10_years_after_the_end(host: Any) -> None:
     """A contract that ended more than 10 years ago is deleted, one that ended less than 10 years
     ago and a running one are kept."""

@@ -41,6 +41,7 @@ def test_the_sentinel_is_unreachable(host: Any, sentinel: str, port: int) -> Non
 
 
 @pytest.mark.control("EGR-02")
+@pytest.mark.verify_never("changes the host: installs and purges a package as root")
 def test_packages_install_through_the_apt_proxy(host: Any) -> None:
     """apt-get update and installing a small package succeed on the db via app (acng) -> proxy (squid).
 

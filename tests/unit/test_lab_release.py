@@ -192,6 +192,11 @@ def test_the_inventory_follows_the_recorded_image_not_the_environment(
     key = tmp_path / "id_ed25519.pub"
     key.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAItest tierwall-lab-ops\n")
     monkeypatch.setattr(inventory, "PUBLIC_KEY", key)
+    verify_key = tmp_path / "verify_ed25519.pub"
+    verify_key.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIverify tierwall-lab-verify\n")
+    monkeypatch.setattr(inventory, "VERIFY_PUBLIC_KEY", verify_key)
+    monkeypatch.setattr(inventory, "VERIFY_PRIVATE_KEY", tmp_path / "verify_ed25519")
+    (tmp_path / "verify_ed25519").write_text("not read\n")
     monkeypatch.setattr("tierwall.lab.network.resolvers", lambda: ["192.0.2.53"])
     recorded = State(phase="up", image="debian-13")
     monkeypatch.setattr(State, "load", classmethod(lambda cls, path=None: recorded))

@@ -12,6 +12,12 @@ shape and jump chain as for Hetzner) plus lab-only variables:
 * ``tierwall_volume_device``    (db hosts) the block device of the db's volume
 * ``postgresql_encryption_backend: fscrypt`` (the db group) instead of the role's default, LUKS:
   the lab's machines have no device-mapper, so LUKS cannot be opened there
+
+The lab has a verify account as a stack with ``tierwall:verifySshPublicKey`` has: a key pair of
+its own (``.lab/ssh/verify_ed25519``), whose public half goes through the lab's stack config into
+the inventory (``common_verify_authorized_keys``), so the common role creates the account.
+``tierwall inventory --lab --verify`` writes the inventory that connects as that account
+(``.lab/inventory-verify.yml``), as ``tierwall inventory --verify`` does for a stack.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 import yaml
 
 from tierwall.config import StackConfig, parse_config
-from tierwall.inventory import Access, build_inventory, write_inventory
+from tierwall.inventory import OPS_USER, VERIFY_USER, Access, build_inventory, write_inventory
 from tierwall.lab.addressing import OPERATOR, SENTINEL, SENTINEL_NS, netns, proxy_public
 from tierwall.lab.image import requested_image
 from tierwall.lab.state import State
@@ -36,27 +42,44 @@ PRIVATE_KEY = SSH_DIR / "id_ed25519"
 PUBLIC_KEY = SSH_DIR / "id_ed25519.pub"
 KNOWN_HOSTS = SSH_DIR / "known_hosts"
 INVENTORY = LAB_DIR / "inventory.yml"
+# The read-only verify account's own key pair, never the operator's: the same separation a stack's
+# config enforces (tierwall:verifySshPublicKey may not be one of sshPublicKeys).
+VERIFY_PRIVATE_KEY = SSH_DIR / "verify_ed25519"
+VERIFY_PUBLIC_KEY = SSH_DIR / "verify_ed25519.pub"
+VERIFY_INVENTORY = LAB_DIR / "inventory-verify.yml"
 # The role defaults are a real stack's values; the lab's db differs only where its machines
 # cannot do the same: no device-mapper in a systemd-nspawn machine, so no LUKS.
 LAB_DB_VARS = {"postgresql_encryption_backend": "fscrypt"}
 
 
-def ensure_key() -> str:
-    """The lab's ops key pair (generated once per clone). Returns the public key line."""
-    if not (PRIVATE_KEY.exists() and PUBLIC_KEY.exists()):
+def _ensure_key_pair(private: Path, public: Path, comment: str) -> str:
+    if not (private.exists() and public.exists()):
         SSH_DIR.mkdir(parents=True, exist_ok=True)
         SSH_DIR.chmod(0o700)
-        for f in (PRIVATE_KEY, PUBLIC_KEY):
+        for f in (private, public):
             f.unlink(missing_ok=True)
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "tierwall-lab-ops", "-f", str(PRIVATE_KEY)])
-    return PUBLIC_KEY.read_text().strip()
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(private)])
+    return public.read_text().strip()
+
+
+def ensure_key() -> str:
+    """The lab's ops key pair (generated once per clone). Returns the public key line."""
+    return _ensure_key_pair(PRIVATE_KEY, PUBLIC_KEY, "tierwall-lab-ops")
+
+
+def ensure_verify_key() -> str:
+    """The lab's verify key pair (generated once per clone). Returns the public key line."""
+    return _ensure_key_pair(VERIFY_PRIVATE_KEY, VERIFY_PUBLIC_KEY, "tierwall-lab-verify")
 
 
 def lab_config(
-    public_key: str | None = None, app_count: int | None = None, image: str | None = None
+    public_key: str | None = None,
+    app_count: int | None = None,
+    image: str | None = None,
+    verify_key: str | None = None,
 ) -> StackConfig:
-    """lab/stack.yaml validated like a Pulumi stack file, with the lab's key (and app count and
-    image: the release the machines run)."""
+    """lab/stack.yaml validated like a Pulumi stack file, with the lab's key (and app count, image:
+    the release the machines run, and the verify account's key, checked as a stack's is)."""
     document = yaml.safe_load(LAB_CONFIG.read_text())
     raw: dict[str, Any] = {}
     for full_key, value in document["config"].items():
@@ -68,6 +91,8 @@ def lab_config(
         raw["appCount"] = app_count
     if image is not None:
         raw["image"] = image
+    if verify_key:
+        raw["verifySshPublicKey"] = verify_key
     return parse_config(raw, str(LAB_CONFIG))
 
 
@@ -100,17 +125,26 @@ def write_known_hosts(topology: Topology, host_keys: dict[str, list[str]]) -> Pa
     return KNOWN_HOSTS
 
 
-def lab_inventory(config: StackConfig, state: State | None, dns: list[str]) -> dict[str, Any]:
+def lab_inventory(
+    config: StackConfig, state: State | None, dns: list[str], verify: bool = False
+) -> dict[str, Any]:
+    """The lab's inventory; ``verify``: the one that connects as the verify account (no become)."""
     topology = config.topology()
     proxies = {h.name: str(proxy_public(int(h.name.rsplit("-", 1)[1]))) for h in topology.hosts_in(PROXY)}
+    verify_key = config.verify_ssh_public_key
+    if verify and not verify_key:
+        raise LabError("the lab's config has no verify key: the verify inventory needs the account")
     access = Access(
         proxy_public=proxies,
         admin_cidrs=config.admin_cidrs,
         domain=config.domain,
-        private_key_file=str(PRIVATE_KEY),
+        private_key_file=str(VERIFY_PRIVATE_KEY if verify else PRIVATE_KEY),
         known_hosts_file=str(KNOWN_HOSTS),
         target="lab",
         connect_command=f"{sys.executable} -m tierwall.lab.guard %h %p",
+        verify_keys=(verify_key,) if verify_key else (),
+        ssh_user=VERIFY_USER if verify else OPS_USER,
+        become=not verify,
     )
     inventory = build_inventory(topology, access)
     all_vars = inventory["all"]["vars"]
@@ -131,8 +165,9 @@ def lab_inventory(config: StackConfig, state: State | None, dns: list[str]) -> d
     return inventory
 
 
-def write_lab_inventory(path: Path | None = None) -> Path:
-    """Write the lab's inventory (default ``.lab/inventory.yml``) for the lab as it is (or will be) up."""
+def write_lab_inventory(path: Path | None = None, verify: bool = False) -> Path:
+    """Write the lab's inventory (default ``.lab/inventory.yml``) for the lab as it is (or will be) up;
+    ``verify``: the one that connects as the verify account (default ``.lab/inventory-verify.yml``)."""
     from tierwall.lab.network import resolvers
 
     state = State.load()
@@ -142,8 +177,9 @@ def write_lab_inventory(path: Path | None = None) -> Path:
     app_count = known.app_count if known else None
     # The lab as built; with none recorded, the lab `up` would build now.
     image = known.image if known else requested_image()
-    config = lab_config(PUBLIC_KEY.read_text().strip(), app_count, image)
-    return write_inventory(lab_inventory(config, state, resolvers()), path or INVENTORY)
+    config = lab_config(PUBLIC_KEY.read_text().strip(), app_count, image, ensure_verify_key())
+    default = VERIFY_INVENTORY if verify else INVENTORY
+    return write_inventory(lab_inventory(config, state, resolvers(), verify), path or default)
 
 
 def ssh_argv(

@@ -46,6 +46,7 @@ from tierwall.lab.image import IMAGE_VARIABLE, ensure_base, is_ready, requested_
 from tierwall.lab.inventory import (
     INVENTORY,
     ensure_key,
+    ensure_verify_key,
     hosts_of,
     lab_config,
     lab_inventory,
@@ -72,7 +73,9 @@ def up(rebuild_base: bool = False, apps: int | None = None) -> int:
     with step("checking the host's packages"):
         ensure_host_packages()
     key = ensure_key()
-    config = lab_config(key, apps, image)
+    # The verify account's key travels like a stack's tierwall:verifySshPublicKey: through the
+    # config into the inventory, so every converge creates the account the production check uses.
+    config = lab_config(key, apps, image, ensure_verify_key())
     topology = config.topology()
     names = [h.name for h in topology.hosts]
     state = _reusable(State.load(), image)
