@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Inventory, connect
+from conftest import Inventory, connect, is_verify
 from sealed_rows import SELECT_SEALED, TABLES, platform_keyring, unreadable
 
 from tierwall.paths import LAB_DIR
@@ -154,7 +154,7 @@ def site(inventory: Inventory, tmp_path_factory: pytest.TempPathFactory) -> Site
     if lab and not LAB_CA.exists():
         pytest.fail(f"the lab CA {LAB_CA} is missing: converge the lab (the pki role creates it)")
     if not TOKEN_FILE.exists():
-        if inventory.all_vars.get("tierwall_verify_account") is True:
+        if is_verify(inventory.all_vars):
             # The scheduled check's runner is not given the token: whoever holds it writes notes.
             pytest.skip(f"the API token {TOKEN_FILE} is not given to the verify account's runner "
                         "(docs/operations/verification.md)")

@@ -275,3 +275,47 @@ def test_tierwall_inventory_lab_verify_writes_the_verify_inventory(
     assert main(["inventory", "--lab"]) == 0
     ops = yaml.safe_load((tmp_path / "inventory.yml").read_text())["all"]["vars"]
     assert (ops["ansible_user"], ops["common_verify_authorized_keys"]) == ("ops", [VERIFY_KEY])
+
+
+# -- the audit --------------------------------------------------------------------------------------
+
+VERIFY_JUNIT = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" tests="2">
+<testcase classname="tests.testinfra.test_base" file="tests/testinfra/test_base.py"
+  name="test_firewall_is_default_deny_and_accepts_exactly_the_matrix[proxy-1]" time="1.0">
+  <properties><property name="control" value="FW-01"/></properties></testcase>
+<testcase classname="tests.testinfra.test_base" file="tests/testinfra/test_base.py"
+  name="test_firewall_survives_a_reboot[proxy-1]" time="0.0">
+  <properties><property name="control" value="FW-01"/></properties>
+  <skipped type="pytest.skip" message="{reason}"/></testcase>
+</testsuite></testsuites>
+"""
+
+
+@pytest.mark.parametrize("target", ["lab", "prod"])
+def test_a_check_skipped_as_verify_leaves_its_control_not_proved(
+    suites: ModuleType, tmp_path: Path, target: str
+) -> None:
+    """The live ruleset passed as verify, the check of the saved ruleset was skipped as "never":
+    FW-01 is not proved (the audit's own rule for any skip), never passed."""
+    from tierwall.audit.controls import load_controls
+    from tierwall.audit.junit import read_junit
+    from tierwall.audit.report import NOT_PROVED, evaluate
+
+    class Item:
+        nodeid = "tests/testinfra/test_base.py::test_firewall_survives_a_reboot[proxy-1]"
+
+        @staticmethod
+        def get_closest_marker(name: str) -> Any:
+            never = pytest.mark.verify_never("reads /etc/nftables.conf").mark
+            return never if name == "verify_never" else None
+
+    reason = suites.verify_skip_reason(Item())
+    assert reason is not None
+    assert PAGE in reason
+    junit = tmp_path / "verify.xml"
+    junit.write_text(VERIFY_JUNIT.format(reason=reason))
+    statuses = evaluate(load_controls(REPO / "audit" / "controls.yaml"), read_junit([junit]), target, True)
+    (fw01,) = [s for s in statuses if s.control.id == "FW-01"]
+    assert fw01.status == NOT_PROVED
+    assert PAGE in fw01.note
