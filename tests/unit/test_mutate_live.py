@@ -177,6 +177,8 @@ def test_only_breaks_of_other_hosts_and_controls_overlap_a_revert() -> None:
     assert not live.overlaps(_on("db"), _on("proxy")), "the same control"
     assert not live.overlaps(_on("proxy:app"), _on("app", "AC-03")), "a shared host"
     assert not live.overlaps(_on("db"), _on("tier_*", "AC-03")), "a pattern counts as every host"
+    idempotence = _mutation(control="IAC-01", tests=("tests/lab/test_converge.py",))
+    assert not live.overlaps(idempotence, _on("proxy", "AC-03")), "its test converges every host"
 
 
 def test_the_schedule_puts_a_break_of_other_hosts_next() -> None:

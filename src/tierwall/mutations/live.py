@@ -38,6 +38,7 @@ from tierwall.mutations.scratch import PatchError, apply_patches, clone
 
 _RECAP = re.compile(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 ANSIBLE_TIMEOUT = 600  # seconds; a tagged converge of one tier takes a few
+_CONVERGES_EVERY_HOST = "tests/lab/test_converge.py"
 
 
 class LabBroken(RuntimeError):
@@ -229,7 +230,10 @@ def _revert_anyway(step: _Step, lab: Lab, controls: tuple[Control, ...]) -> None
 
 def hosts_of(mutation: Mutation) -> set[str]:
     """The inventory groups a mutation touches (its converge's limit and its commands' hosts);
-    a pattern other than plain group names counts as every host."""
+    a pattern other than plain group names counts as every host, and so does a selection with
+    the idempotence test, which converges every host (beside another break it would undo it)."""
+    if _CONVERGES_EVERY_HOST in mutation.tests:
+        return {"all"}
     patterns = [mutation.converge.limit] if mutation.converge else []
     patterns += [c.hosts for c in (*mutation.commands, *mutation.revert)]
     names = {n.strip() for p in patterns for n in re.split(r"[:,]", p)}
