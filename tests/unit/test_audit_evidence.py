@@ -170,7 +170,7 @@ def test_suites_without_a_reports_directory_is_refused(
 def _rule(target: str) -> tuple[str, str]:
     """A rule's prerequisites and recipe, as written in the Makefile (not its target variables)."""
     lines = MAKEFILE.read_text().splitlines()
-    head = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:") and ":=" not in line)
+    head = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:") and "=" not in line)
     recipe = []
     for line in lines[head + 1 :]:
         if not line.startswith("\t"):
