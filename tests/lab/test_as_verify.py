@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tierwall.audit.junit import PASSED, SKIPPED, TestResult, read_junit
+from tierwall.audit import junit as results_of
+from tierwall.audit.junit import PASSED, SKIPPED
 from tierwall.lab.inventory import hosts_of, ssh_argv
 from tierwall.paths import ANSIBLE_DIR, REPO
 
@@ -69,9 +70,10 @@ MUST_SKIP = (
 
 
 @pytest.fixture(scope="module")
-def verify_inventory(lab: Any, tmp_path_factory: pytest.TempPathFactory, tierwall_cli: Any) -> Path:
+def verify_inventory(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("verify") / "inventory-verify.yml"
-    done = tierwall_cli("inventory", "--lab", "--verify", "-o", str(path))
+    argv = [sys.executable, "-m", "tierwall.cli", "inventory", "--lab", "--verify", "-o", str(path)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     all_vars = yaml.safe_load(path.read_text())["all"]["vars"]
     assert (all_vars["ansible_user"], all_vars["ansible_become"]) == ("verify", False)
@@ -81,7 +83,7 @@ def verify_inventory(lab: Any, tmp_path_factory: pytest.TempPathFactory, tierwal
     return path
 
 
-def _of(results: list[TestResult], check: str) -> list[TestResult]:
+def _of(results: list[results_of.TestResult], check: str) -> list[results_of.TestResult]:
     """The results of ``check`` (file::name), one per host it was parametrized over."""
     node = f"{TESTINFRA}/{check}"
     return [r for r in results if r.nodeid == node or r.nodeid.startswith(node + "[")]
@@ -127,7 +129,7 @@ def test_the_testinfra_suites_run_as_verify(lab: Any, verify_inventory: Path, tm
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200, check=False)
     tail = (done.stdout[-6000:] + done.stderr[-2000:]).strip()
     assert junit.exists(), f"the verify run wrote no JUnit file (exit {done.returncode}):\n{tail}"
-    results = read_junit([junit]).results
+    results = results_of.read_junit([junit]).results
     assert results, f"the verify run ran nothing:\n{tail}"
 
     broken = [f"{r.nodeid}: {r.outcome}: {r.message[:300]}" for r in results

@@ -33,7 +33,8 @@ def _sshd_settings(host: Any) -> dict[str, str]:
 @pytest.mark.control("AC-03")
 def test_sshd_is_key_only_without_root(host: Any, host_name: str, hostvars: dict[str, Any]) -> None:
     """sshd as it really runs (sshd -T): keys only, no root, no passwords, no keyboard-interactive."""
-    s = _sshd_settings(host)
+    values = _sshd_values(host)
+    s = {key: found[0] for key, found in values.items()}
     assert s["permitrootlogin"] == "no"
     assert s["passwordauthentication"] == "no"
     assert s["kbdinteractiveauthentication"] == "no"
@@ -42,7 +43,8 @@ def test_sshd_is_key_only_without_root(host: Any, host_name: str, hostvars: dict
     assert s["authenticationmethods"] == "publickey"
     # The production check's own account is admitted where the stack gave it a key, and only there.
     verify = ["verify"] if hostvars.get("common_verify_authorized_keys") else []
-    assert s["allowusers"].split() == ["ops", *verify]
+    # sshd -T reports each AllowUsers entry on a line of its own.
+    assert [user for line in values["allowusers"] for user in line.split()] == ["ops", *verify]
     assert int(s["maxauthtries"]) <= 3
 
 
