@@ -135,15 +135,54 @@ def test_the_service_user_cannot_read_the_files_behind_its_credentials(host: Any
 @pytest.mark.verify_never(SECRETS)
 def test_runtime_credentials_belong_to_the_service_alone(host: Any) -> None:
     """$CREDENTIALS_DIRECTORY holds the secrets (and the TLS key), readable by the service user
-    only, on a non-swappable in-memory file system that disappears with the service."""
+    only, on a non-swappable in-memory file system that disappears with the service. systemd 252
+    (Debian 12) makes the service user the files' owner; systemd 257 (Debian 13) leaves them to
+    root and grants the service user by an ACL entry: either way, read from the owner, the mode
+    and the ACL, no account but root and the service user may read them."""
     directory = f"/run/credentials/{SERVICE}"
     for name in (*CREDENTIALS, "tls-key"):
         credential = host.file(f"{directory}/{name}")
         assert credential.exists, name
-        assert credential.user == USER, name
-        assert credential.mode & 0o077 == 0, f"{name}: mode {credential.mode:o}"
+        readers = _readers(host, f"{directory}/{name}")
+        assert readers - {"root"} == {USER}, f"{name}: readable by {sorted(readers)}"
     fs = host.run("findmnt -n -o FSTYPE -T %s", directory).stdout.strip()
     assert fs in ("ramfs", "tmpfs"), fs
+
+
+# Prints who may read a file: its owner, its group's members and the ACL's named users and
+# groups, each only where the mode (or the ACL's mask) grants read; "*" when others may.
+_READERS = """
+import grp, os, pwd, stat, struct, sys
+path = sys.argv[1]; st = os.stat(path); mode = st.st_mode
+def members(gid):
+    group = grp.getgrgid(gid)
+    return {group.gr_name, *group.gr_mem, *(u.pw_name for u in pwd.getpwall() if u.pw_gid == gid)}
+try:
+    raw = os.getxattr(path, "system.posix_acl_access")
+except OSError:
+    raw = b""
+entries = [struct.unpack_from("<HHI", raw, 4 + 8 * i) for i in range((len(raw) - 4) // 8)]
+mask = next((perm for tag, perm, _ in entries if tag == 0x10), 7)
+# With an ACL the mode's group bits are its mask; the owning group's own bits are an entry.
+group_reads = next((perm & mask & 4 for tag, perm, _ in entries if tag == 0x04), mode & stat.S_IRGRP)
+readers = {pwd.getpwuid(st.st_uid).pw_name} if mode & stat.S_IRUSR else set()
+if group_reads:
+    readers |= members(st.st_gid)
+for tag, perm, ident in entries:
+    if tag == 0x02 and perm & mask & 4:
+        readers.add(pwd.getpwuid(ident).pw_name)
+    if tag == 0x08 and perm & mask & 4:
+        readers |= members(ident)
+if mode & stat.S_IROTH:
+    readers.add("*")
+print(" ".join(sorted(readers)))
+"""
+
+
+def _readers(host: Any, path: str) -> set[str]:
+    done = host.run("python3 -c %s %s", _READERS, path)
+    assert done.rc == 0, done.stderr
+    return set(done.stdout.split())
 
 
 @pytest.mark.verify_never(SECRETS)
