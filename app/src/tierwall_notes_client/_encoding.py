@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,3 +45,11 @@ def expect_format(document: object, name: str, version: int, what: str) -> Mappi
             f"{what} has unsupported version {document.get('version')!r} (this client reads {version})"
         )
     return document
+
+
+def load_json(text: str, what: str) -> Any:
+    """``text`` parsed as JSON, or a FormatError naming ``what`` and where it breaks."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise FormatError(f"{what} is not valid JSON ({error.msg}, line {error.lineno})") from None

@@ -17,7 +17,7 @@ import hmac
 import json
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import nacl.bindings
@@ -28,7 +28,7 @@ from nacl.encoding import RawEncoder
 from nacl.public import PublicKey, SealedBox
 from nacl.signing import VerifyKey
 
-from tierwall_notes_client._encoding import b64, expect_format, get_field, unb64
+from tierwall_notes_client._encoding import b64, expect_format, get_field, load_json, unb64
 from tierwall_notes_client.errors import (
     DecryptionError,
     FormatError,
@@ -120,11 +120,7 @@ class NoteEnvelope:
 
     @classmethod
     def loads(cls, text: str, what: str = "note") -> NoteEnvelope:
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise FormatError(f"{what} is not valid JSON ({error.msg}, line {error.lineno})") from None
-        return cls.from_json(document, what)
+        return cls.from_json(load_json(text, what), what)
 
 
 def _commitment(data_key: bytes) -> bytes:
@@ -272,30 +268,14 @@ def rewrap_note(
     data_key, _ = _open(envelope, context, reader, trusted_authors)
     present = {r.fingerprint for r in envelope.recipients}
     added = tuple(_wrap(data_key, p) for p in _dedupe(new_recipients) if p.fingerprint not in present)
-    return NoteEnvelope(
-        author=envelope.author,
-        nonce=envelope.nonce,
-        ciphertext=envelope.ciphertext,
-        key_commitment=envelope.key_commitment,
-        signature=envelope.signature,
-        recipients=envelope.recipients + added,
-        version=envelope.version,
-    )
+    return replace(envelope, recipients=envelope.recipients + added)
 
 
 def remove_recipients(envelope: NoteEnvelope, fingerprints: Iterable[str]) -> NoteEnvelope:
     """The envelope without the given recipients' wrapped keys (the previous psychologist's, after a
     handover). It cannot revoke a copy of the data key already taken: that needs re-encryption."""
     drop = {normalise_fingerprint(f) for f in fingerprints}
-    return NoteEnvelope(
-        author=envelope.author,
-        nonce=envelope.nonce,
-        ciphertext=envelope.ciphertext,
-        key_commitment=envelope.key_commitment,
-        signature=envelope.signature,
-        recipients=tuple(r for r in envelope.recipients if r.fingerprint not in drop),
-        version=envelope.version,
-    )
+    return replace(envelope, recipients=tuple(r for r in envelope.recipients if r.fingerprint not in drop))
 
 
 __all__ = [

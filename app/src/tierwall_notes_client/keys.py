@@ -26,7 +26,7 @@ from nacl.pwhash import argon2id
 from nacl.secret import SecretBox
 from nacl.signing import SigningKey, VerifyKey
 
-from tierwall_notes_client._encoding import b64, expect_format, get_field, unb64
+from tierwall_notes_client._encoding import b64, expect_format, get_field, load_json, unb64
 from tierwall_notes_client.errors import FormatError, KeyFileError, SignatureError
 
 PUBLIC_FORMAT = "tierwall-notes-public-key"
@@ -124,11 +124,7 @@ class PublicIdentity:
 
     @classmethod
     def loads(cls, text: str, what: str = "public key") -> PublicIdentity:
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise FormatError(f"{what} is not valid JSON ({error.msg}, line {error.lineno})") from None
-        return cls.from_json(document, what)
+        return cls.from_json(load_json(text, what), what)
 
 
 @dataclass(frozen=True)
