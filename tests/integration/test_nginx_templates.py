@@ -535,7 +535,10 @@ def test_log_format_holds_no_full_address_query_or_body(tree: tuple[Path, dict[s
     } <= variables
     everything = "\n".join(files.values())
     assert directives(everything, "access_log") == [f"{tree[0] / 'logs'}/access.log tierwall_anonymised"]
-    assert directives(files["nginx.conf"], "error_log") == [f"{tree[0] / 'logs'}/error.log crit"]
+    # nginx never writes the error log itself: rsyslog anonymises it (test_nginx_error_log.py).
+    assert directives(files["nginx.conf"], "error_log") == [
+        "syslog:server=unix:/run/tierwall-nginx-log/error.sock,tag=nginx,nohostname crit"
+    ]
 
 
 def _anonymiser(files: dict[str, str]):

@@ -404,10 +404,54 @@ def test_access_log_holds_the_sentinel_only_anonymised(edge: Edge) -> None:
 @pytest.mark.control("RET-03")
 @pytest.mark.lab_only
 def test_error_log_holds_no_full_client_address(edge: Edge) -> None:
-    """At level crit nginx writes no per-request client lines for what this suite provokes
-    (refused TLS versions, 429s, unknown names), so the sentinel must not appear."""
+    """Whatever this suite provokes (refused TLS versions, which some nginx and OpenSSL releases
+    log at crit with the client's address, 429s, unknown names), the sentinel's full address is in
+    no error log, rotated ones included."""
     full = edge.host.run("zgrep -F -w -- %s /var/log/nginx/error.log*", edge.sentinel)
     assert full.rc == 1, f"the sentinel's full address is in the error log:\n{full.stdout[:2000]}"
+
+
+def _error_log_socket(edge: Edge) -> str:
+    """The one socket the live nginx sends its error log to (it must write no log file itself)."""
+    targets = re.findall(r"^\s*error_log\s+(\S+)", edge.live_config(), re.M)
+    assert targets, "nginx -T shows no error_log"
+    itself = [t for t in targets if not t.startswith("syslog:server=unix:")]
+    assert not itself, f"nginx writes an error log itself: {itself}"
+    sockets = {t.removeprefix("syslog:server=unix:").split(",")[0] for t in targets}
+    assert len(sockets) == 1, sockets
+    return sockets.pop()
+
+
+def _log_to(edge: Edge, user: str, sock: str, text: str) -> Any:
+    command = "runuser -u %s -- logger --socket-errors=on -d -u %s -t nginx -- %s"
+    return edge.host.run(command, user, sock, text)
+
+
+@pytest.mark.control("RET-03")
+@pytest.mark.lab_only
+@pytest.mark.verify_never("writes a line into the proxy's error log as nginx's user (runuser needs root)")
+def test_error_lines_reach_the_disk_anonymised_and_only_from_nginx(edge: Edge) -> None:
+    """A line sent as nginx's workers send theirs, naming the sentinel's full address, is written
+    with the address's network part only; a user other than nginx's cannot write to the log."""
+    sock = _error_log_socket(edge)
+    workers = edge.host.run("ps -o user= -C nginx").stdout.split()
+    user = next((name for name in workers if name != "root"), None)
+    assert user, f"no nginx worker runs: {workers}"
+    marker = f"tierwall-error-log-check-{uuid.uuid4().hex}"
+    sent = _log_to(edge, user, sock, f"[crit] 1#1: *1 {marker}, client: {edge.sentinel}, server: 0.0.0.0:443")
+    assert sent.rc == 0, sent.stderr
+    line = ""
+    for _ in range(20):
+        done = edge.host.run("grep -F -- %s /var/log/nginx/error.log", marker)
+        if done.rc == 0:
+            line = done.stdout
+            break
+        time.sleep(0.25)
+    assert line, "the line sent as nginx did not reach /var/log/nginx/error.log"
+    assert f"client: {edge.sentinel.rsplit('.', 1)[0]}.0," in line, line
+    assert edge.sentinel not in line, line
+    forged = _log_to(edge, "nobody", sock, f"[crit] forged {marker}")
+    assert forged.rc != 0, "a user other than nginx's could write into the error log"
 
 
 @pytest.mark.control("RET-03")
