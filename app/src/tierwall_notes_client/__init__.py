@@ -1,10 +1,18 @@
-"""Client-side (end-to-end) encryption of session notes: a library the server does not use yet.
+"""Client-side (end-to-end) encryption of session notes and chat messages.
 
-Each psychologist holds an X25519 + Ed25519 key pair made on their own device; the platform would
-store the public part only. See app/README.md, "Client-side encryption".
+Each psychologist (and each client who chats) holds an X25519 + Ed25519 key pair made on their own
+device; the platform stores the public part only. The server's v2 API (tierwall_notes.e2e) stores
+the envelopes built here without being able to open them. See app/README.md.
 """
 
-from tierwall_notes_client.envelope import NoteContext, decrypt_note, encrypt_note, rewrap_note
+from tierwall_notes_client.envelope import (
+    NoteContext,
+    NoteEnvelope,
+    decrypt_note,
+    encrypt_note,
+    rewrap_note,
+    verify_signature,
+)
 from tierwall_notes_client.errors import ClientCryptoError
 from tierwall_notes_client.keys import (
     PrivateIdentity,
@@ -20,6 +28,7 @@ from tierwall_notes_client.pins import PinStore
 __all__ = [
     "ClientCryptoError",
     "NoteContext",
+    "NoteEnvelope",
     "PinStore",
     "PrivateIdentity",
     "PublicIdentity",
@@ -31,4 +40,5 @@ __all__ = [
     "save_private_identity",
     "sign_challenge",
     "verify_challenge",
+    "verify_signature",
 ]

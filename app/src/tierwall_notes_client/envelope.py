@@ -52,15 +52,28 @@ COMMITMENT_DOMAIN = b"tierwall-notes-client|v1|key-commitment"
 SIGNATURE_DOMAIN = b"tierwall-notes-client|v1|note-signature|"
 
 
+RECORD_KINDS = ("note", "chat")
+
+
 @dataclass(frozen=True)
 class NoteContext:
-    """Where a note belongs. Taken from the row the note is read from, never from the envelope."""
+    """Where a record belongs. Taken from the row it is read from, never from the envelope.
+
+    `kind` keeps a chat message from being passed off as a note of the same id, and back: the
+    associated data and the signature name it.
+    """
 
     file_id: uuid.UUID
     note_id: uuid.UUID
+    kind: str = "note"
+
+    def __post_init__(self) -> None:
+        if self.kind not in RECORD_KINDS:
+            raise FormatError(f"unknown record kind {self.kind!r}: expected one of {', '.join(RECORD_KINDS)}")
 
     def aad(self, version: int) -> bytes:
-        return b"tierwall-notes-client|v%d|note|" % version + self.file_id.bytes + self.note_id.bytes
+        prefix = b"tierwall-notes-client|v%d|%s|" % (version, self.kind.encode("ascii"))
+        return prefix + self.file_id.bytes + self.note_id.bytes
 
 
 @dataclass(frozen=True)
@@ -181,6 +194,17 @@ def _verify_author(envelope: NoteEnvelope, context: NoteContext, trusted: Iterab
             f"the note is signed by key {envelope.author}, which is not trusted: "
             "pin its owner's public key first"
         )
+    verify_signature(envelope, context, author)
+
+
+def verify_signature(envelope: NoteEnvelope, context: NoteContext, author: PublicIdentity) -> None:
+    """Raises DecryptionError unless `author` signed this envelope for `context`.
+
+    Needs no private key: a server holding the public keys can refuse a record not signed by the
+    account that uploads it, without being able to read it.
+    """
+    if envelope.author != author.fingerprint:
+        raise UntrustedAuthorError(f"the note names author {envelope.author}, not {author.fingerprint}")
     message = _signed_message(
         context,
         envelope.version,
@@ -286,4 +310,5 @@ __all__ = [
     "encrypt_note",
     "remove_recipients",
     "rewrap_note",
+    "verify_signature",
 ]
