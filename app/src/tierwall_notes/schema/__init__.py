@@ -21,5 +21,30 @@ APP_PRIVILEGES: dict[Database, dict[str, tuple[str, ...]]] = {
 }
 
 
+# The v2 (end-to-end) tables, in the `e2e` schema of each database: applied only on request
+# (tierwall-notes-migrate --v2), so the v1 deployment's schema and privileges stay as they are.
+E2E_SCHEMA = "e2e"
+E2E_PRIVILEGES: dict[Database, dict[str, tuple[str, ...]]] = {
+    "notes": {
+        "notes": ("SELECT", "INSERT", "DELETE"),
+        "note_keys": ("SELECT", "INSERT", "DELETE"),
+        "chat_messages": ("SELECT", "INSERT", "DELETE"),
+        "chat_keys": ("SELECT", "INSERT", "DELETE"),
+    },
+    "identity": {
+        "accounts": ("SELECT", "INSERT", "DELETE"),
+        "clients": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+        "assignments": ("SELECT", "INSERT", "DELETE"),
+        "login_challenges": ("SELECT", "INSERT", "DELETE"),
+        "sessions": ("SELECT", "INSERT", "DELETE"),
+        "contracts": ("SELECT", "INSERT", "UPDATE"),
+    },
+}
+
+
 def schema_sql(database: Database) -> str:
     return files(__name__).joinpath(f"{database}.sql").read_text(encoding="utf-8")
+
+
+def e2e_schema_sql(database: Database) -> str:
+    return files(__name__).joinpath(f"{database}_e2e.sql").read_text(encoding="utf-8")
