@@ -28,6 +28,7 @@ from notes_testkit import (
     random_key_line,
     write_secret,
 )
+from tierwall_notes.migrate import main as migrate_main
 from tierwall_notes.server import uvicorn_config
 from tierwall_notes.settings import load_settings
 
@@ -82,3 +83,18 @@ def api(app_env: dict[str, str], pki: Pki) -> Iterator[Api]:
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def e2e_schema(pg: PgCluster) -> PgCluster:
+    """The v2 tables, applied with `tierwall-notes-migrate --v2` on the databases v1 already uses."""
+    for db, role in (("notes", "notes_app"), ("identity", "identity_app")):
+        code = migrate_main(["--database", db, "--dsn", pg.superuser_conninfo(), "--grant-to", role, "--v2"])
+        assert code == 0, f"migrating {db} to v2 failed"
+    return pg
+
+
+@pytest.fixture(scope="session")
+def v2(e2e_schema: PgCluster, api: Api) -> Api:
+    """The running app (v1 and v2 routes) once the v2 tables exist."""
+    return api

@@ -25,7 +25,7 @@ from tierwall_notes.keyring import Keyring
 
 FORMAT_VERSION = 1
 NONCE_BYTES = 12
-RecordKind = Literal["note", "chat"]
+RecordKind = Literal["note", "chat", "identity", "contract"]  # the last two: v2 identity data
 
 
 class DecryptionError(Exception):

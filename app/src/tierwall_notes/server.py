@@ -10,6 +10,8 @@ import uvicorn
 from tierwall_notes import logs
 from tierwall_notes.auth import TokenChecker
 from tierwall_notes.db import Databases, make_pool
+from tierwall_notes.e2e import web as e2e_web
+from tierwall_notes.e2e.service import E2EService
 from tierwall_notes.keyring import Keyring, load_keyring
 from tierwall_notes.service import NotesService
 from tierwall_notes.settings import ConfigError, Settings, load_settings
@@ -27,7 +29,11 @@ def state_factory(
         )
         await dbs.open()
         return AppState(
-            service=NotesService(dbs, keyring), dbs=dbs, tokens=tokens, max_body_bytes=settings.max_body_bytes
+            service=NotesService(dbs, keyring),
+            dbs=dbs,
+            tokens=tokens,
+            max_body_bytes=settings.max_body_bytes,
+            e2e=E2EService(dbs, keyring),
         )
 
     return factory
@@ -40,7 +46,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
     for path in (settings.tls_cert, settings.tls_key):
         if not path.is_file():
             raise ConfigError(f"TLS file {path} does not exist")
-    app = create_app(state_factory(settings, keyring, tokens))
+    app = create_app(state_factory(settings, keyring, tokens), e2e_web.ROUTES)
     return uvicorn.Config(
         app,
         host=settings.listen_host,

@@ -18,7 +18,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +63,7 @@ class AppState:
     dbs: Databases
     tokens: TokenChecker
     max_body_bytes: int  # Settings.max_body_bytes: the edge refuses larger bodies before they come here
+    e2e: Any = None  # the v2 API's E2EService (tierwall_notes.e2e), when its routes are served
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -350,8 +351,13 @@ ROUTES = [
 ]
 
 
-def create_app(state_factory: Callable[[], Awaitable[AppState]]) -> Starlette:
-    """The ASGI app; ``state_factory`` opens the pools and loads the keys when the server starts."""
+def create_app(
+    state_factory: Callable[[], Awaitable[AppState]], extra_routes: Sequence[Route] = ()
+) -> Starlette:
+    """The ASGI app; ``state_factory`` opens the pools and loads the keys when the server starts.
+
+    ``extra_routes``: the v2 API's (tierwall_notes.e2e.web.ROUTES), served beside v1's.
+    """
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -368,5 +374,7 @@ def create_app(state_factory: Callable[[], Awaitable[AppState]]) -> Starlette:
         return _error("no such route" if status == 404 else "method not allowed", status)
 
     return Starlette(
-        routes=ROUTES, lifespan=lifespan, exception_handlers={404: no_such_route, 405: no_such_route}
+        routes=[*ROUTES, *extra_routes],
+        lifespan=lifespan,
+        exception_handlers={404: no_such_route, 405: no_such_route},
     )
