@@ -154,10 +154,10 @@ def open_record(
 
 def hex_of(data: bytes) -> str:
     """How pg_dump writes a bytea value."""
-    return "\\\\x" + data.hex()
+    return "\\x" + data.hex()
 
 
-BYTEA = re.compile(r"'\\\\x([0-9a-f]*)'")
+BYTEA = re.compile(r"'\\x([0-9a-f]*)'")
 
 
 def dumped_bytea(dump: str) -> set[bytes]:
