@@ -1,0 +1,202 @@
+"""The operator attack on v2, at application level: everything the platform holds opens no note.
+
+The attacker has full dumps of both databases and every secret the app server holds (the
+credential directory: master keyring, API token, database passwords; the TLS key), and tries every
+32-byte value among them and in the dumps as an X25519 private key on every wrapped data key, as
+an AES key-wrap key on it, and directly as the content key of every note and chat message. None
+opens. The same attack given the psychologist's own private key opens every note (so the harness
+works), the test finds its own envelopes in the dump exactly as it sent them (so it attacks real
+ciphertext), and the master keyring does open the sealed identity data (the platform may read it).
+
+Out of reach of this test (the lab-level attack is not wired yet): the machines' file systems,
+backups, and anything a modified server would capture from a client in the future.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nacl.bindings
+import nacl.exceptions
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
+from e2e_testkit import dumped_bytea, hex_of, open_file, post, psychologist
+from nacl.public import PrivateKey, SealedBox
+from notes_testkit import Api, PgCluster
+from tierwall_notes.envelope import Context, Sealed, open_sealed
+from tierwall_notes.keyring import Keyring, load_keyring
+from tierwall_notes_client import NoteContext
+
+NOTES = ["Operator-attack note A: the client's brother died in March.", "Operator-attack note B: medication."]
+CHAT = "Operator-attack chat: I could not sleep again."
+NAME = "Operator Attack Zielperson"
+VALUE = re.compile(r"'((?:[^']|'')*)'|([^,\s]+)")
+
+
+@dataclass
+class Target:
+    kind: str
+    record_id: uuid.UUID
+    file_id: uuid.UUID
+    nonce: bytes
+    ciphertext: bytes
+    wrapped_keys: list[bytes] = field(default_factory=list)
+
+
+def _rows(dump: str, table: str) -> list[list[str]]:
+    prefix = f"INSERT INTO e2e.{table} VALUES ("
+    return [
+        [quoted if quoted else bare for quoted, bare in VALUE.findall(line[len(prefix) : -2])]
+        for line in dump.splitlines()
+        if line.startswith(prefix)
+    ]
+
+
+def _bytea(value: str) -> bytes:
+    assert value.startswith("\\x"), value
+    return bytes.fromhex(value[2:])
+
+
+def parse_targets(notes_dump: str) -> dict[uuid.UUID, Target]:
+    """Every v2 note and chat message in a pg_dump of the notes database, with its wrapped keys."""
+    targets: dict[uuid.UUID, Target] = {}
+    for kind, table, offset in (("note", "notes", 3), ("chat", "chat_messages", 4)):
+        for row in _rows(notes_dump, table):
+            nonce, ciphertext = _bytea(row[offset]), _bytea(row[offset + 1])
+            record_id = uuid.UUID(row[0])
+            targets[record_id] = Target(kind, record_id, uuid.UUID(row[1]), nonce, ciphertext)
+    for table in ("note_keys", "chat_keys"):
+        for row in _rows(notes_dump, table):
+            targets[uuid.UUID(row[0])].wrapped_keys.append(_bytea(row[3]))
+    return targets
+
+
+def _derived(secret: bytes) -> set[bytes]:
+    found = {hashlib.sha256(secret).digest(), hashlib.blake2b(secret, digest_size=32).digest()}
+    if len(secret) == 32:
+        found.add(secret)
+    for decode in (lambda s: base64.b64decode(s, validate=True), bytes.fromhex):
+        try:
+            decoded = decode(secret.strip().decode("ascii"))
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            continue
+        if len(decoded) == 32:
+            found.add(decoded)
+    return found
+
+
+def candidate_keys(secret_files: Iterable[Path], dumps: Iterable[str]) -> set[bytes]:
+    """Every 32-byte value the platform holds or can derive plainly from what it holds."""
+    keys: set[bytes] = set()
+    for path in secret_files:
+        data = path.read_bytes()
+        keys |= _derived(data)
+        for line in data.splitlines():
+            keys |= _derived(line)
+            keys |= _derived(line.partition(b":")[2])  # "<key-id>: <base64>"
+    for dump in dumps:
+        keys |= {value for value in dumped_bytea(dump) if len(value) == 32}
+    return keys
+
+
+def _content(target: Target, key: bytes) -> str | None:
+    aad = NoteContext(target.file_id, target.record_id, target.kind).aad(1)
+    for associated in (aad, b""):
+        try:
+            plain = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+                target.ciphertext, associated, target.nonce, key
+            )
+        except nacl.exceptions.CryptoError:
+            continue
+        return plain.decode("utf-8", "replace")
+    return None
+
+
+def _data_keys(target: Target, key: bytes) -> list[bytes]:
+    opened = []
+    for wrapped in target.wrapped_keys:
+        with contextlib.suppress(nacl.exceptions.CryptoError):
+            opened.append(SealedBox(PrivateKey(key)).decrypt(wrapped))
+        with contextlib.suppress(InvalidUnwrap, ValueError):
+            opened.append(aes_key_unwrap(key, wrapped))
+    return opened
+
+
+def attack(targets: Iterable[Target], keys: set[bytes]) -> dict[uuid.UUID, str]:
+    """Every plaintext recovered with `keys`, by record id."""
+    recovered = {}
+    for target in targets:
+        for key in keys:
+            for content_key in (key, *_data_keys(target, key)):
+                text = _content(target, content_key) if len(content_key) == 32 else None
+                if text is not None:
+                    recovered[target.record_id] = text
+    return recovered
+
+
+def _server_secrets(app_env: dict[str, str]) -> list[Path]:
+    credentials = sorted(p for p in Path(app_env["CREDENTIALS_DIRECTORY"]).iterdir() if p.is_file())
+    assert {p.name for p in credentials} >= {"notes-master-key", "api-token", "notes-db-password"}
+    return [*credentials, Path(app_env["TIERWALL_TLS_KEY"])]
+
+
+def _tls_scalar(path: Path) -> bytes:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key.private_numbers().private_value.to_bytes(32, "big")
+
+
+def test_nothing_the_platform_holds_decrypts_a_note_or_chat_message(
+    v2: Api, pg: PgCluster, app_env: dict[str, str], tmp_path: Path
+) -> None:
+    psy = psychologist(v2, pg, tmp_path)
+    file = open_file(v2, psy, NAME)
+    assert file.client is not None
+    sent = [post(v2, psy, file, text, [psy.public]) for text in NOTES]
+    sent.append(post(v2, file.client, file, CHAT, [psy.public, file.client.public], kind="chat"))
+    notes_dump, identity_dump = pg.dump("notes"), pg.dump("identity")
+
+    # The dump holds our envelopes exactly as they were sent.
+    targets = parse_targets(notes_dump)
+    for record_id, envelope in sent:
+        target = targets[record_id]
+        assert (target.file_id, target.nonce, target.ciphertext) == (
+            file.file_id,
+            envelope.nonce,
+            envelope.ciphertext,
+        )
+        assert sorted(target.wrapped_keys) == sorted(r.wrapped_key for r in envelope.recipients)
+        assert hex_of(envelope.signature) in notes_dump
+    for text in [*NOTES, CHAT, "brother died", NAME]:
+        assert text not in notes_dump + identity_dump
+
+    secrets = _server_secrets(app_env)
+    keys = candidate_keys(secrets, [notes_dump, identity_dump]) | {
+        _tls_scalar(Path(app_env["TIERWALL_TLS_KEY"]))
+    }
+    keyring = load_keyring(Path(app_env["CREDENTIALS_DIRECTORY"]) / "notes-master-key")
+    assert set(keyring.keys.values()) <= keys  # the master keys themselves are among those tried
+    assert attack(targets.values(), keys) == {}
+
+    # Controls: the harness opens what a key really opens.
+    own = {record_id: text for (record_id, _), text in zip(sent, [*NOTES, CHAT], strict=True)}
+    assert attack(targets.values(), keys | {psy.identity.encryption_secret}).items() >= own.items()
+    chat_id = sent[2][0]
+    assert attack([targets[chat_id]], {file.client.identity.encryption_secret}) == {chat_id: CHAT}
+    assert _open_name(identity_dump, file.ref, keyring) == NAME  # identity data: readable, as documented
+
+
+def _open_name(identity_dump: str, client_ref: str, keyring: Keyring) -> str:
+    [row] = [r for r in _rows(identity_dump, "clients") if r[0] == client_ref]
+    file_id = uuid.UUID(row[1])
+    sealed = Sealed(row[3], _bytea(row[4]), _bytea(row[5]), _bytea(row[6]))
+    return open_sealed(keyring, sealed, Context("identity", file_id, file_id))
