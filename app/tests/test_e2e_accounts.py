@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
 import pytest
 from e2e_testkit import login, new_ref, open_file, psychologist
 from notes_testkit import Api, PgCluster
+from tierwall_notes.e2e import web as e2e_web
 from tierwall_notes.e2e.admin import main as admin_main
 from tierwall_notes.migrate import main as migrate_main
 from tierwall_notes.schema import APP_PRIVILEGES, E2E_PRIVILEGES
@@ -131,3 +133,12 @@ def test_notes_role_cannot_rewrite_an_envelope(e2e_schema: PgCluster) -> None:
     for table in ("notes", "note_keys", "chat_messages", "chat_keys"):
         query = "SELECT has_table_privilege('notes_app', %s, 'UPDATE')"
         assert e2e_schema.execute("notes", query, (f"e2e.{table}",)) == [(False,)]
+
+
+def test_a_deployment_without_the_v2_tables_answers_404_on_v2_routes() -> None:
+    response = e2e_web._failure(
+        psycopg.errors.UndefinedTable("relation e2e.sessions does not exist"), "/v2/x"
+    )
+    assert response.status_code == 404
+    assert b"tierwall-notes-migrate --v2" in response.body
+    assert e2e_web._failure(psycopg.errors.UniqueViolation("x"), "/v2/x").status_code == 500

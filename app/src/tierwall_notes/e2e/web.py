@@ -318,6 +318,9 @@ def _failure(exc: Exception, template: str) -> Response:
     if isinstance(exc, (DecryptionError, UnknownKeyError)):  # identity data sealed by the app
         errors.error("decryption failed on %s: %s", template, exc)
         return _error("a stored record could not be decrypted", 500)
+    if isinstance(exc, psycopg.errors.UndefinedTable):
+        # A deployment migrated without --v2: the v2 routes do not exist there, as before v2.
+        return _error("no such route: the v2 API is not installed here (tierwall-notes-migrate --v2)", 404)
     if isinstance(exc, (psycopg.OperationalError, PoolTimeout)):
         errors.error("database unavailable on %s: %s", template, type(exc).__name__)
         return _error("database unavailable", 503)
