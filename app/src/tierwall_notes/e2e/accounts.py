@@ -128,6 +128,7 @@ async def answer_challenge(
         verify_challenge(account.public, challenge, signature)
     except ClientCryptoError:
         raise Unauthenticated("the signature does not verify") from None
+    await conn.execute("DELETE FROM e2e.sessions WHERE expires_at < now()")
     token = secrets.token_urlsafe(32)
     cur = await conn.execute(
         "INSERT INTO e2e.sessions (token_hash, account_id, expires_at) VALUES (%s, %s, now() + %s)"
