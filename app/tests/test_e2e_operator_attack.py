@@ -1,12 +1,14 @@
 """The operator attack on v2, at application level: everything the platform holds opens no note.
 
 The attacker has full dumps of both databases and every secret the app server holds (the
-credential directory: master keyring, API token, database passwords; the TLS key), and tries every
-32-byte value among them and in the dumps as an X25519 private key on every wrapped data key, as
-an AES key-wrap key on it, and directly as the content key of every note and chat message. None
-opens. The same attack given the psychologist's own private key opens every note (so the harness
-works), the test finds its own envelopes in the dump exactly as it sent them (so it attacks real
-ciphertext), and the master keyring does open the sealed identity data (the platform may read it).
+credential directory: master keyring, API token, database passwords; the TLS key). Every 32-byte
+value among them (and their plain hashes) and in the dumps is tried as an X25519 private key and as
+an AES key-wrap key on every bytea value of both dumps (wherever a copy of a data key might be
+kept), and it and everything so unwrapped as the content key of every note and chat message. None
+opens. Controls: the same attack given the psychologist's or the client's private key opens their
+records, and a data key wrapped under a master key would be found (so the harness works); the test
+finds its own envelopes in the dump exactly as it sent them (so it attacks real ciphertext); the
+master keyring does open the sealed identity data (the platform may read it).
 
 Out of reach of this test (the lab-level attack is not wired yet): the machines' file systems,
 backups, and anything a modified server would capture from a client in the future.
@@ -28,7 +30,7 @@ import nacl.bindings
 import nacl.exceptions
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 from e2e_testkit import dumped_bytea, hex_of, open_file, post, psychologist
 from nacl.public import PrivateKey, SealedBox
 from notes_testkit import Api, PgCluster
@@ -121,25 +123,29 @@ def _content(target: Target, key: bytes) -> str | None:
     return None
 
 
-def _data_keys(target: Target, key: bytes) -> list[bytes]:
-    opened = []
-    for wrapped in target.wrapped_keys:
-        with contextlib.suppress(nacl.exceptions.CryptoError):
-            opened.append(SealedBox(PrivateKey(key)).decrypt(wrapped))
-        with contextlib.suppress(InvalidUnwrap, ValueError):
-            opened.append(aes_key_unwrap(key, wrapped))
-    return opened
+def content_keys(keys: set[bytes], wrapped_values: set[bytes]) -> set[bytes]:
+    """Every candidate, and everything a candidate unwraps (sealed box or AES key wrap) among
+    `wrapped_values` (every bytea value in the dumps, wherever the platform might keep a copy)."""
+    found = set(keys)
+    for key in keys:
+        box = SealedBox(PrivateKey(key))
+        for wrapped in wrapped_values:
+            with contextlib.suppress(nacl.exceptions.CryptoError, nacl.exceptions.TypeError):
+                found.add(box.decrypt(wrapped))
+            with contextlib.suppress(InvalidUnwrap, ValueError):
+                found.add(aes_key_unwrap(key, wrapped))
+    return {k for k in found if len(k) == 32}
 
 
-def attack(targets: Iterable[Target], keys: set[bytes]) -> dict[uuid.UUID, str]:
-    """Every plaintext recovered with `keys`, by record id."""
+def attack(targets: Iterable[Target], keys: set[bytes], wrapped_values: set[bytes]) -> dict[uuid.UUID, str]:
+    """Every plaintext recovered, by record id."""
+    candidates = content_keys(keys, wrapped_values)
     recovered = {}
     for target in targets:
-        for key in keys:
-            for content_key in (key, *_data_keys(target, key)):
-                text = _content(target, content_key) if len(content_key) == 32 else None
-                if text is not None:
-                    recovered[target.record_id] = text
+        for key in candidates:
+            text = _content(target, key)
+            if text is not None:
+                recovered[target.record_id] = text
     return recovered
 
 
@@ -185,13 +191,20 @@ def test_nothing_the_platform_holds_decrypts_a_note_or_chat_message(
     }
     keyring = load_keyring(Path(app_env["CREDENTIALS_DIRECTORY"]) / "notes-master-key")
     assert set(keyring.keys.values()) <= keys  # the master keys themselves are among those tried
-    assert attack(targets.values(), keys) == {}
+    wrapped = dumped_bytea(notes_dump) | dumped_bytea(identity_dump)
+    assert {r.wrapped_key for _, e in sent for r in e.recipients} <= wrapped
+    assert attack(targets.values(), keys, wrapped) == {}
 
-    # Controls: the harness opens what a key really opens.
+    # Controls: the harness opens what a key really opens ...
     own = {record_id: text for (record_id, _), text in zip(sent, [*NOTES, CHAT], strict=True)}
-    assert attack(targets.values(), keys | {psy.identity.encryption_secret}).items() >= own.items()
-    chat_id = sent[2][0]
-    assert attack([targets[chat_id]], {file.client.identity.encryption_secret}) == {chat_id: CHAT}
+    assert attack(targets.values(), keys | {psy.identity.encryption_secret}, wrapped).items() >= own.items()
+    chat_id, chat = sent[2]
+    assert attack([targets[chat_id]], {file.client.identity.encryption_secret}, wrapped) == {chat_id: CHAT}
+    # ... and would have found a copy of a data key kept under a master key anywhere in the dump.
+    [for_client] = [r for r in chat.recipients if r.fingerprint == file.client.public.fingerprint]
+    data_key = SealedBox(file.client.identity.encryption_private_key).decrypt(for_client.wrapped_key)
+    escrow = aes_key_wrap(keyring.active_key, data_key)
+    assert attack([targets[chat_id]], keys, wrapped | {escrow}) == {chat_id: CHAT}
     assert _open_name(identity_dump, file.ref, keyring) == NAME  # identity data: readable, as documented
 
 
