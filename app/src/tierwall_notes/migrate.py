@@ -48,7 +48,7 @@ def grant_app_role(conn: psycopg.Connection, database: Database, role: str) -> N
 
 def apply_e2e_schema(conn: psycopg.Connection, database: Database) -> None:
     with conn.transaction():
-        conn.execute(e2e_schema_sql(database))  # type: ignore[arg-type]  # trusted file shipped in the package
+        conn.execute(e2e_schema_sql(database))  # trusted file shipped in the package
 
 
 def grant_e2e(conn: psycopg.Connection, database: Database, role: str) -> None:

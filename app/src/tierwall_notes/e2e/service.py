@@ -122,9 +122,8 @@ class E2EService:
             return False
         if key is not None:
             await accounts.insert_account(conn, key, "client")
-        created = await files.create_client(
-            conn, self._keyring, client_ref, name, key and key.psychologist_id
-        )
+        account_id = key.psychologist_id if key else None
+        created = await files.create_client(conn, self._keyring, client_ref, name, account_id)
         if not created:
             raise Conflict("the client was registered at the same time: retry")
         await files.assign(conn, client_ref, caller.account_id)
