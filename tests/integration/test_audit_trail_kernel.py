@@ -11,9 +11,8 @@ uid. Only the rules themselves are loaded and removed again, never -D, -e 2 or
 --loginuid-immutable (which no one could undo before a reboot); the kernel's enabled flag is put
 back. Records are read from the kernel's multicast group, with or without an auditd here.
 
-auditctl comes from Debian's auditd package: the installed one, or else the package fetched with
-apt-get and unpacked into a scratch directory, never installed (installing it starts auditd and
-makes it this machine's audit daemon).
+auditctl comes from Debian's auditd package, fetched with apt-get and unpacked into a scratch
+directory, never installed: installing it starts auditd and makes it this machine's audit daemon.
 """
 
 from __future__ import annotations
@@ -45,29 +44,29 @@ PERSON = 4242  # a login uid >= 1000 with no account here
 Auditctl = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def _unpacked_auditctl(work: Path) -> tuple[Path, dict[str, str]]:
-    def fetch(package: str) -> Path:
-        done = subprocess.run(["apt-get", "download", package], cwd=work, capture_output=True, text=True,
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Debian's auditd package (with its libauparse), fetched by apt-get and unpacked, not installed."""
+    work = tmp_path_factory.mktemp("auditd")
+
+    def fetch(name: str) -> Path:
+        done = subprocess.run(["apt-get", "download", name], cwd=work, capture_output=True, text=True,
                               timeout=120, check=False)  # fmt: skip
-        assert done.returncode == 0, f"apt-get download {package}: {done.stderr}"
-        return next(work.glob(f"{package}_*.deb"))
+        assert done.returncode == 0, f"apt-get download {name}: {done.stderr}"
+        return next(work.glob(f"{name}_*.deb"))
 
     auditd = fetch("auditd")
     depends = subprocess.run(["dpkg-deb", "-f", str(auditd), "Depends"], capture_output=True, text=True,
                              check=True).stdout  # fmt: skip
     for deb in (auditd, fetch(re.search(r"libauparse\S*", depends).group(0))):  # type: ignore[union-attr]
         subprocess.run(["dpkg-deb", "-x", str(deb), str(work / "root")], check=True)
-    libraries = ":".join(str(p) for p in (work / "root").glob("**/lib/*-linux-gnu"))
-    return next((work / "root").glob("*sbin/auditctl")), {"LD_LIBRARY_PATH": libraries}
+    return work / "root"
 
 
 @pytest.fixture(scope="module")
-def auditctl(tmp_path_factory: pytest.TempPathFactory) -> Auditctl:
-    installed = shutil.which("auditctl") or shutil.which("auditctl", path="/usr/sbin:/sbin")
-    if installed:
-        program, env = Path(installed), {}
-    else:
-        program, env = _unpacked_auditctl(tmp_path_factory.mktemp("auditd"))
+def auditctl(package: Path) -> Auditctl:
+    program = next(package.glob("*sbin/auditctl"))
+    env = {"LD_LIBRARY_PATH": ":".join(str(p) for p in package.glob("**/lib/*-linux-gnu"))}
 
     def run(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(program), *argv], capture_output=True, text=True, timeout=30,
@@ -233,3 +232,13 @@ def test_sudoers_accepts_the_audit_drop_in_beside_the_verify_account(tmp_path: P
     both.chmod(0o440)
     done = subprocess.run(["visudo", "-cf", str(both)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.control("AUD-01")
+def test_auditd_knows_every_setting_the_role_writes(package: Path) -> None:
+    """Each key of the role's auditd.conf is one the packaged auditd.conf documents: an unknown key
+    stops auditd at start, which the lab's containers (no auditd) would never show."""
+    shipped = set(re.findall(r"^#*\s*(\w+)\s*=", (package / "etc/audit/auditd.conf").read_text(), re.M))
+    written = re.findall(r"^(\w+)\s*=", render(_tier_variables("db-1"), "auditd.conf.j2"), re.M)
+    assert written
+    assert sorted(set(written) - shipped) == []
