@@ -10,7 +10,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from e2e_testkit import File, Person, assign, open_file, open_record, post, psychologist, read
+from dump_attack import attack, parse_targets
+from e2e_testkit import File, Person, assign, dumped_bytea, open_file, open_record, post, psychologist, read
 from notes_testkit import Api, PgCluster
 from tierwall_notes_client import (
     NoteContext,
@@ -73,11 +74,12 @@ def test_another_psychologist_gets_403_and_cannot_decrypt_a_dump(
     assert b_note == 403
     assert v2.call("GET", "/v2/client/notes", client="c-does-not-exist", token=b.token)[0] == 403
     assert read(v2, a, file)[0]["envelope"] == sent.to_json()  # nothing changed
-    # B with a dump of the notes database: the row is there, B's key opens nothing.
-    [(nonce, ciphertext)] = pg.execute(
-        "notes", "SELECT nonce, ciphertext FROM e2e.notes WHERE note_id = %s", (note_id,)
-    )
-    assert (bytes(nonce), bytes(ciphertext)) == (sent.nonce, sent.ciphertext)
+    # B with a dump of the notes database: A's record is in it as sent, B's key opens none of it.
+    dump = pg.dump("notes")
+    targets = parse_targets(dump)
+    assert (targets[note_id].nonce, targets[note_id].ciphertext) == (sent.nonce, sent.ciphertext)
+    assert attack([targets[note_id]], {b.identity.encryption_secret}, dumped_bytea(dump)) == {}
+    assert attack([targets[note_id]], {a.identity.encryption_secret}, dumped_bytea(dump)) == {note_id: NOTE}
     with pytest.raises(NotARecipientError):
         decrypt_note(sent, NoteContext(file.file_id, note_id), b.identity, [a.public])
 
