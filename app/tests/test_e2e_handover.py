@@ -18,7 +18,7 @@ import pytest
 from e2e_testkit import File, Person, assign, hex_of, open_file, open_record, post, psychologist, read
 from notes_testkit import Api, PgCluster
 from tierwall_notes.e2e.files import add_years
-from tierwall_notes_client import NoteContext, NoteEnvelope, rewrap_note
+from tierwall_notes_client import NoteContext, NoteEnvelope, encrypt_note, rewrap_note
 from tierwall_notes_client.errors import NotARecipientError
 
 A_NOTES = ["Séance 1: first contact, sleep problems.", "Séance 2: work conflict, agreed on a diary."]
@@ -161,3 +161,26 @@ def test_handover_refused_to_a_psychologist_without_the_keys(v2: Api, pg: PgClus
     assert status == 409
     assert "rewrapped" in body["error"]
     assert pg.execute("notes", "SELECT count(*) FROM e2e.notes WHERE file_id = %s", (file.file_id,)) == [(2,)]
+
+
+def test_a_closing_file_refuses_writes_and_an_interrupted_handover_completes(
+    v2: Api, pg: PgCluster, tmp_path: Path
+) -> None:
+    psy = psychologist(v2, pg, tmp_path)
+    file = open_file(v2, psy)
+    post(v2, psy, file, A_NOTES[0], [psy.public])
+    # State after a crash between the notes delete and the identity delete:
+    pg.execute("identity", "UPDATE e2e.clients SET closing_at = now() WHERE client_ref = %s", (file.ref,))
+    pg.execute("notes", "DELETE FROM e2e.notes WHERE file_id = %s", (file.file_id,))
+    note_id = uuid.uuid4()
+    late = encrypt_note("late write", NoteContext(file.file_id, note_id), psy.identity, [])
+    body = {"note_id": str(note_id), "envelope": late.to_json()}
+    status, _, payload = v2.call("POST", "/v2/client/notes", body, client=file.ref, token=psy.token)
+    assert (status, "being deleted" in payload["error"]) == (409, True)
+    status, _, bundle = v2.call("POST", "/v2/client/handover", client=file.ref, token=psy.token)
+    assert status == 200, bundle
+    assert bundle["notes"] == []
+    assert bundle["deleted"]["clients"] == 1
+    assert pg.execute("identity", "SELECT count(*) FROM e2e.clients WHERE client_ref = %s", (file.ref,)) == [
+        (0,)
+    ]
