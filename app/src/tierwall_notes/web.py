@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from tierwall_notes.auth import TokenChecker
 from tierwall_notes.db import Databases
+from tierwall_notes.e2e.service import E2EService
 from tierwall_notes.envelope import DecryptionError
 from tierwall_notes.keyring import UnknownKeyError
 from tierwall_notes.service import ClientClosing, ClientNotFound, Handover, HandoverConflict, NotesService
@@ -63,7 +64,7 @@ class AppState:
     dbs: Databases
     tokens: TokenChecker
     max_body_bytes: int  # Settings.max_body_bytes: the edge refuses larger bodies before they come here
-    e2e: Any = None  # the v2 API's E2EService (tierwall_notes.e2e), when its routes are served
+    e2e: E2EService | None = None  # the v2 API's service, when its routes are served
 
 
 # -- helpers ---------------------------------------------------------------------------------------
