@@ -7,7 +7,6 @@ hold; the retention purges of the v2 tables against their schema.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 from e2e_testkit import File, Person, open_file, post, psychologist
@@ -45,7 +44,6 @@ def test_export_is_machine_readable_and_complete(v2: Api, pg: PgCluster, tmp_pat
         assert contract["client_name"] == NAME
         assert contract["hold_until"] is None  # running: held until 10 years after it ends
         assert "end-to-end encrypted" in export["not_included"]
-        json.dumps(export)
 
 
 def test_identity_and_contract_data_are_sealed_at_rest(v2: Api, pg: PgCluster, tmp_path: Path) -> None:
