@@ -5,12 +5,14 @@ the running hosts."""
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
 import pytest
-from audit_trail_render import audit_variables, render, rules
-from role_render import directives
+import yaml
+from audit_trail_render import audit_variables, render, rules, value
+from role_render import ROLES, directives
 from role_render import value as role_value
 
 HOSTS = {"proxy": "proxy-1", "app": "app-1", "db": "db-1"}
@@ -134,3 +136,29 @@ def test_auditd_keeps_its_records_root_only_rotated_and_bounded() -> None:
     assert 256 <= int(settings["max_log_file"]) * int(settings["num_logs"]) <= 1024
     assert int(settings["admin_space_left"]) < int(settings["space_left"])
     assert settings["admin_space_left_action"] == settings["disk_full_action"] == "SUSPEND"
+
+
+def _reload_needed(found: dict[str, Any], listed: list[str]) -> bool:
+    """tasks/rules.yml's condition for loading the rules again: the compiled file (as read back from
+    the host) against what `auditctl -l` lists."""
+    tasks = yaml.safe_load((ROLES / "audit_trail" / "tasks" / "rules.yml").read_text())
+    (task,) = [t for t in tasks if t["name"].startswith("Load the compiled rules")]
+    compiled = "## generated\n-D\n-b 8192\n-f 1\n" + "\n".join(rules(found)) + "\n-e 1\n"
+    scope = {
+        **found,
+        "__audit_trail_kernel": True,
+        "__audit_trail_compiled_text": {"content": base64.b64encode(compiled.encode()).decode()},
+        "__audit_trail_in_force": {"stdout_lines": listed},
+    }
+    return all(value(scope, condition) for condition in task["when"])
+
+
+@pytest.mark.control("AUD-01")
+def test_the_kernel_gets_the_rules_again_when_its_own_differ() -> None:
+    """On a VM every converge compares the kernel's rules with the compiled ones: equal, nothing is
+    loaded; a rule deleted by hand (auditctl -W) or all of them (auditctl -D), they are loaded again."""
+    found = _host("db", postgresql_encryption_backend="fscrypt")
+    declared = rules(found)
+    assert not _reload_needed(found, declared)
+    assert _reload_needed(found, declared[1:])
+    assert _reload_needed(found, [])
