@@ -1,6 +1,6 @@
 """First-boot user data (cloud-init) for every server: the ops user, sshd hardening, its host key.
 
-Hetzner's debian-12 image lets root log in with a key and ships a ``50-cloud-init.conf``
+Hetzner's Debian images lets root log in with a key and ships a ``50-cloud-init.conf``
 drop-in that can turn password login back on. Our drop-in is named to sort before it: sshd
 keeps the first value it reads for a keyword, so ours wins. The ``common`` Ansible role later
 manages the same file. The lab applies this same document to its machines.

@@ -40,8 +40,16 @@ NETWORK_ZONE = "eu-central"
 # Hetzner's image names and the Debian release (debootstrap's suite) each one is: the lab builds
 # its machines from the suite of the image it runs.
 DEBIAN_SUITES: dict[str, str] = {"debian-12": "bookworm", "debian-13": "trixie"}
-ALLOWED_IMAGES = tuple(DEBIAN_SUITES)
-DEFAULT_IMAGE = "debian-12"
+# A stack runs Debian 13, the release CI builds and proves. Debian 12 is oldstable (its security
+# updates come from the LTS team only): a new stack on it is refused, and it stays only as the
+# release an existing stack is upgraded from (docs/operations/debian-13.md).
+ALLOWED_IMAGES = ("debian-13",)
+DEFAULT_IMAGE = "debian-13"
+UPGRADE_ONLY_IMAGES = {
+    "debian-12": "Debian 12 is oldstable, its security updates come from the LTS team only, and CI "
+    "proves Debian 13 only: set image to debian-13 (an existing Debian 12 stack moves as "
+    "docs/operations/debian-13.md describes)",
+}
 DEPRECATED_SERVER_TYPES = ("cx11", "cx21", "cx31", "cx41", "cx51", "cx22", "cx32", "cx42", "cx52")
 _SERVER_TYPE = re.compile(r"^[a-z]{2,4}[0-9]{2,3}$")
 _SSH_KEY = re.compile(
@@ -151,6 +159,8 @@ def _server_types(value: Any) -> dict[str, str]:
 
 
 def _image(value: Any) -> str:
+    if value in UPGRADE_ONLY_IMAGES:
+        raise _Invalid(f"{value!r} is refused: {UPGRADE_ONLY_IMAGES[value]}")
     if value not in ALLOWED_IMAGES:
         raise _Invalid(f"{value!r} is not supported; allowed: {', '.join(ALLOWED_IMAGES)}")
     return value
@@ -271,7 +281,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("sshPublicKeys", "ssh_public_keys", _ssh_keys, required=True, help="operators' SSH public keys"),
     Key("adminCidrs", "admin_cidrs", _admin_cidrs, required=True, help="who may SSH to the bastion"),
     Key("serverTypes", "server_types", _server_types, help="server type per tier"),
-    Key("image", "image", _image, help="debian-12 (default) or debian-13"),
+    Key("image", "image", _image, help="debian-13 (the default and the only one; debian-12 is refused)"),
     Key("proxyCount", "proxy_count", _count(PROXY), help="number of proxy servers"),
     Key("appCount", "app_count", _count(APP), help="number of application servers"),
     Key("dbVolumeSize", "db_volume_size", _volume_size, help="database volume size in GB"),

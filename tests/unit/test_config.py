@@ -51,7 +51,7 @@ def test_example_stack_is_valid() -> None:
 
 def test_defaults_fill_optional_keys() -> None:
     config = parse_config(_valid())
-    assert config.image == "debian-12"
+    assert config.image == "debian-13"
     assert config.server_types == {"proxy": "cx23", "app": "cx23", "db": "cx23"}
     assert (config.frontend_cidr, config.backend_cidr) == ("10.10.1.0/24", "10.10.2.0/24")
 
@@ -125,6 +125,14 @@ def test_required_keys(key: str) -> None:
 )
 def test_wrong_values_and_types_are_refused(key: str, value: object) -> None:
     assert key in _errors({**_valid(), key: value})
+
+
+def test_debian_12_is_refused_with_the_reason_and_the_fix() -> None:
+    """Debian 12 is oldstable and no test builds a stack on it: the error says why and what to set."""
+    message = _errors({**_valid(), "image": "debian-12"})["image"]
+    assert "oldstable" in message
+    assert "set image to debian-13" in message
+    assert "docs/operations/debian-13.md" in message
 
 
 def test_all_errors_are_reported_together() -> None:

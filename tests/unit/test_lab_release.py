@@ -40,12 +40,12 @@ def test_each_image_is_a_debian_suite(name: str, suite: str) -> None:
 
 
 def test_every_image_a_stack_may_name_has_a_suite() -> None:
-    assert {image.suite_of(name) for name in ALLOWED_IMAGES} == {"bookworm", "trixie"}
+    assert {image.suite_of(name) for name in ALLOWED_IMAGES} == {"trixie"}
 
 
 @pytest.mark.parametrize(
     ("value", "wanted"),
-    [(None, "debian-12"), ("", "debian-12"), ("debian-13", "debian-13"), (" debian-12 ", "debian-12")],
+    [(None, "debian-13"), ("", "debian-13"), ("debian-13", "debian-13"), (" debian-12 ", "debian-12")],
 )
 def test_the_environment_chooses_the_image(value: str | None, wanted: str) -> None:
     environ = {} if value is None else {image.IMAGE_VARIABLE: value}
@@ -113,7 +113,7 @@ def test_a_state_from_before_the_setting_is_a_debian_12_lab(tmp_path: Path) -> N
     (tmp_path / "state.json").write_text(json.dumps({"phase": "up", "app_count": 1, "hosts": HOSTS}))
     loaded = State.load(tmp_path / "state.json")
     assert loaded is not None
-    assert loaded.image == DEFAULT_IMAGE == "debian-12"
+    assert loaded.image == "debian-12" != DEFAULT_IMAGE
 
 
 def _saved(monkeypatch: pytest.MonkeyPatch) -> list[State]:

@@ -20,7 +20,7 @@ from tierwall.progress import step
 
 UP_STEPS = [
     "checking the host's packages",
-    "base image cached (debian bookworm)",
+    "base image cached (debian trixie)",
     "building the networks and the containment",
     "starting the sentinel (203.0.113.50)",
     "preparing 3 machine disks",
@@ -103,7 +103,7 @@ def test_up_names_a_base_image_it_has_to_build(
 ) -> None:
     monkeypatch.setattr(lifecycle, "is_ready", lambda suite: False)
     lifecycle.up()
-    assert "building the base image (debian bookworm)" in _step_labels(capsys.readouterr().err)
+    assert "building the base image (debian trixie)" in _step_labels(capsys.readouterr().err)
 
 
 def test_up_shows_the_step_that_failed(

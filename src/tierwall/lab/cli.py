@@ -66,7 +66,8 @@ def _release_help() -> str:
         f"The machines' Debian release is the environment variable {IMAGE_VARIABLE}, a stack's image: "
         f"{images}. The lab records it: a lab built for another image is rebuilt, and status, ssh, "
         f"restart and down act on the recorded one. Example: "
-        f"sudo {IMAGE_VARIABLE}=debian-13 .venv/bin/tierwall lab up (or {IMAGE_VARIABLE}=debian-13 make lab)."
+        f"sudo {IMAGE_VARIABLE}=debian-12 .venv/bin/tierwall lab up. Stacks run debian-13 only; a "
+        f"Debian 12 lab is the upgrade drill's starting point (docs/operations/debian-13.md)."
     )
 
 

@@ -1,7 +1,8 @@
-"""The base image: Debian by debootstrap, about what Hetzner's debian-12 or debian-13 image holds.
+"""The base image: Debian by debootstrap, about what Hetzner's debian-13 (or debian-12) image holds.
 
-Which release is the lab's setting ``TIERWALL_LAB_IMAGE``: a stack's ``image`` value, ``debian-12``
-(the default, Debian 12 "bookworm") or ``debian-13`` (Debian 13 "trixie"). ``up`` reads it and
+Which release is the lab's setting ``TIERWALL_LAB_IMAGE``: ``debian-13`` (the default, Debian 13
+"trixie", what stacks run) or ``debian-12`` (Debian 12 "bookworm", only as the starting point of
+the upgrade drill: a stack can no longer be created on it). ``up`` reads it and
 records it in the lab's state; every other lab command follows the record, so ``status``,
 ``restart``, ``ssh`` and ``down`` act on the lab as it was built whatever their environment says.
 
@@ -38,7 +39,7 @@ def requested_image(environ: Mapping[str, str] = os.environ) -> str:
     if image not in DEBIAN_SUITES:
         raise LabError(
             f"{IMAGE_VARIABLE}={image!r} is not an image the lab can build: set it to "
-            f"{' or '.join(DEBIAN_SUITES)} (`export {IMAGE_VARIABLE}=debian-13`), "
+            f"{' or '.join(DEBIAN_SUITES)} (`export {IMAGE_VARIABLE}=debian-12`), "
             f"or unset it for {DEFAULT_IMAGE}"
         )
     return image

@@ -11,8 +11,10 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tierwall.config import DEFAULT_IMAGE
 from tierwall.lab.addressing import STATE_FILE
+
+# What every lab ran before the state recorded its image.
+LEGACY_IMAGE = "debian-12"
 
 
 @dataclass
@@ -20,8 +22,8 @@ class State:
     phase: str = "building"  # building | up
     app_count: int = 1
     # The stack image the machines run (TIERWALL_LAB_IMAGE when `up` built them). A state written
-    # before the lab could build another release has no such key: those labs ran the default.
-    image: str = DEFAULT_IMAGE
+    # before the lab could build another release has no such key: those labs ran Debian 12.
+    image: str = LEGACY_IMAGE
     hosts: list[str] = field(default_factory=list)
     netns: list[str] = field(default_factory=list)
     root_links: list[str] = field(default_factory=list)  # links in the root namespace
