@@ -22,13 +22,14 @@ the inventory (``common_verify_authorized_keys``), so the common role creates th
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tierwall.config import StackConfig, parse_config
+from tierwall.config import UPGRADE_ONLY_IMAGES, StackConfig, parse_config
 from tierwall.inventory import OPS_USER, VERIFY_USER, Access, build_inventory, write_inventory
 from tierwall.lab.addressing import OPERATOR, SENTINEL, SENTINEL_NS, netns, proxy_public
 from tierwall.lab.image import requested_image
@@ -89,11 +90,15 @@ def lab_config(
     raw["sshPublicKeys"] = [public_key or _placeholder_key()]
     if app_count is not None:
         raw["appCount"] = app_count
-    if image is not None:
+    # A Debian 12 lab is the upgrade drill's starting point: a stack may no longer name it, so the
+    # lab checks its file as a stack's and sets the release past the stack-only refusal.
+    drill = image in UPGRADE_ONLY_IMAGES
+    if image is not None and not drill:
         raw["image"] = image
     if verify_key:
         raw["verifySshPublicKey"] = verify_key
-    return parse_config(raw, str(LAB_CONFIG))
+    config = parse_config(raw, str(LAB_CONFIG))
+    return dataclasses.replace(config, image=image) if drill and image else config
 
 
 def _placeholder_key() -> str:
