@@ -537,7 +537,8 @@ def test_log_format_holds_no_full_address_query_or_body(tree: tuple[Path, dict[s
     assert directives(everything, "access_log") == [f"{tree[0] / 'logs'}/access.log tierwall_anonymised"]
     # nginx never writes the error log itself: rsyslog anonymises it (test_nginx_error_log.py).
     assert directives(files["nginx.conf"], "error_log") == [
-        "syslog:server=unix:/run/tierwall-nginx-log/error.sock,tag=nginx,nohostname crit"
+        "syslog:server=unix:/run/tierwall-nginx-log/error.sock,tag=nginx,nohostname crit",
+        "stderr emerg",
     ]
 
 

@@ -409,6 +409,10 @@ def test_error_log_holds_no_full_client_address(edge: Edge) -> None:
     no error log, rotated ones included."""
     full = edge.host.run("zgrep -F -w -- %s /var/log/nginx/error.log*", edge.sentinel)
     assert full.rc == 1, f"the sentinel's full address is in the error log:\n{full.stdout[:2000]}"
+    # nginx's own stderr is the journal: its built-in error log must not be writing there.
+    journal = edge.host.run("journalctl --quiet --no-pager -u nginx.service")
+    assert journal.rc == 0, journal.stderr
+    assert edge.sentinel not in journal.stdout, f"the sentinel is in nginx's journal:\n{journal.stdout[:999]}"
 
 
 def _error_log_socket(edge: Edge) -> str:
