@@ -74,9 +74,11 @@ def declare_server(
         rebuild_protection=spec.protected,
         opts=child_options(
             parent,
-            # Both only act at first boot and force a replacement when changed. Ansible manages the
-            # ops user's keys afterwards; rotating a key must not rebuild the servers (or the db).
-            ignore_changes=["user_data", "ssh_keys"],
+            # All three only act at first boot and force a replacement when changed. Ansible manages
+            # the ops user's keys afterwards; rotating a key must not rebuild the servers (or the db).
+            # A server's release moves in place (ansible/playbooks/upgrade-debian-13.yml): a new image
+            # in the stack config applies to servers created later, never replaces a running one.
+            ignore_changes=["user_data", "ssh_keys", "image"],
         ),
     )
 

@@ -76,6 +76,14 @@ def test_debian_12_to_13_in_place_keeps_the_data_encrypted(lab: Any, tmp_path: P
     db = lab.names(DB)[0]
     status = _run(lab, db, f"fscrypt status {shlex.quote(ENCRYPTED_DIR)}")
     assert "is encrypted with fscrypt" in status, status
+    for database in ("notes", "identity"):
+        query = (
+            "SELECT e.extversion = a.default_version FROM pg_extension e "
+            "JOIN pg_available_extensions a ON a.name = e.extname WHERE e.extname = 'pgaudit'"
+        )
+        current = _run(lab, db, shlex.join(["runuser", "-u", "postgres", "--", "psql", "-X", "-A", "-t",
+                                            "-d", database, "-c", query]))  # fmt: skip
+        assert current.strip() == "t", f"{database}: pgAudit's catalog objects are the old major's"
     leftovers = _run(lab, db, f"ls -1 {shlex.quote(ENCRYPTED_DIR)} /etc/postgresql /var/lib/postgresql")
     assert str(RELEASE_POSTGRESQL["12"]) not in leftovers.split(), f"the old cluster is left: {leftovers}"
 
