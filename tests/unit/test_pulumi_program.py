@@ -534,6 +534,20 @@ def test_db_server_is_delete_and_rebuild_protected(app_count: int) -> pulumi.Out
     return run.check(check)
 
 
+@pulumi.runtime.test
+def test_no_server_is_replaced_for_what_acts_only_at_creation() -> pulumi.Output[None]:
+    """A new image (a release upgrade moves servers in place), new operator keys or new user data
+    would otherwise replace every server, and fail on the delete-protected db."""
+    run = ProgramRun(stack_config(appCount=2)).execute()
+    servers = [r for r in run.created if type(r).__name__ == "Server"]
+    assert len(servers) == 4, servers
+    for server in servers:
+        options = OPTIONS[server]
+        assert options is not None, server
+        assert {"image", "ssh_keys", "user_data"} <= set(options.ignore_changes or ()), options.ignore_changes
+    return pulumi.Output.from_input(None)
+
+
 @pytest.mark.control("ENC-01")
 @pytest.mark.parametrize("app_count", APP_COUNTS)
 @pulumi.runtime.test
