@@ -31,6 +31,9 @@ PRIVILEGED = re.compile(
     r"-F key=\S+$"
 )
 WATCH = re.compile(r"^-w (\S+) -p (\S+) -k \S+$")
+# systemd-nspawn's seccomp filter refuses audit netlink sockets (auditctl reads EAFNOSUPPORT as "audit
+# support not in kernel"); past it, the kernel refuses audit control outside its first PID namespace.
+REFUSED = re.compile(r"Cannot open netlink audit socket|Operation not permitted")
 ROOT_ONLY = "reads root-only audit files and runs a command as the operator through sudo"
 
 
@@ -88,8 +91,9 @@ def test_a_command_run_through_sudo_is_logged_with_the_person_who_ran_it(
     assert done.rc == 0, done.stderr
     logged = host.run("grep -F -- %s %s", marker, SUDO_LOG)
     assert logged.rc == 0, f"{marker} is not in {SUDO_LOG}: {logged.stderr}"
-    line = logged.stdout.strip()
-    assert re.search(rf" : {person} : .*USER=root ; COMMAND=/usr/bin/true {marker}$", line), line
+    # The suite's own commands reach the host through sudo too, so the marker is on their lines as well.
+    command = rf" : {person} : .*USER=root ; COMMAND=/usr/bin/true {marker}$"
+    assert re.search(command, logged.stdout, re.M), logged.stdout
     for path in (SUDO_LOG.rsplit("/", 1)[0], SUDO_LOG):
         found = host.file(path)
         assert (found.user, found.mode & 0o077) == ("root", 0), f"{path}: {found.user} {oct(found.mode)}"
@@ -115,13 +119,14 @@ def test_the_rules_watch_the_hosts_configuration_keys_and_root_commands(host: An
 @pytest.mark.verify_never(ROOT_ONLY)
 def test_the_rules_are_in_force_where_the_kernel_lets_the_host_audit(host: Any) -> None:
     """On a VM auditd runs and the kernel's rules are the compiled ones, line for line. In a
-    container the kernel refuses the host's audit control, and auditd is skipped by its
-    condition, not failed: nothing claims rules that are not in force."""
+    container audit control is refused (by nspawn's seccomp filter, and by the kernel outside its
+    first PID namespace), and auditd is skipped by its condition, not failed: nothing claims rules
+    that are not in force."""
     status = host.run("auditctl -s")
     unit = host.run("systemctl show -p ActiveState -p ConditionResult auditd.service").stdout
     if _in_container(host):
         assert status.rc != 0, status.stdout
-        assert "Operation not permitted" in status.stderr, status.stderr
+        assert REFUSED.search(status.stdout + status.stderr), status.stdout + status.stderr
         assert "ConditionResult=no" in unit, unit
         assert "ActiveState=inactive" in unit, unit
         return
