@@ -417,11 +417,14 @@ def test_error_log_holds_no_full_client_address(edge: Edge) -> None:
 
 def _error_log_socket(edge: Edge) -> str:
     """The one socket the live nginx sends its error log to (it must write no log file itself)."""
-    targets = re.findall(r"^\s*error_log\s+(\S+)", edge.live_config(), re.M)
+    logs = re.findall(r"^\s*error_log\s+(\S+)\s*(\S*?);", edge.live_config(), re.M)
+    targets = [target for target, _ in logs]
     assert targets, "nginx -T shows no error_log"
-    itself = [t for t in targets if not t.startswith("syslog:server=unix:")]
+    # Besides the socket only stderr (the journal), at emerg: start-up failures, no client data.
+    allowed = ("syslog:server=unix:", "stderr emerg")
+    itself = [f"{t} {level}" for t, level in logs if not f"{t} {level}".startswith(allowed)]
     assert not itself, f"nginx writes an error log itself: {itself}"
-    sockets = {t.removeprefix("syslog:server=unix:").split(",")[0] for t in targets}
+    sockets = {t.removeprefix("syslog:server=unix:").split(",")[0] for t in targets if t != "stderr"}
     assert len(sockets) == 1, sockets
     return sockets.pop()
 
