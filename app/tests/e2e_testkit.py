@@ -152,6 +152,17 @@ def open_record(
     return decrypt_note(envelope, NoteContext(file_id, record_id, kind), reader.identity, trusted)
 
 
+def assert_no_identity_rows(pg: PgCluster, file: File) -> None:
+    """No client, assignment or account row of the file's client is left in the identity database."""
+    for table, column in (
+        ("clients", "client_ref"),
+        ("assignments", "client_ref"),
+        ("accounts", "account_id"),
+    ):
+        rows = pg.execute("identity", f"SELECT count(*) FROM e2e.{table} WHERE {column} = %s", (file.ref,))
+        assert rows == [(0,)], table
+
+
 def hex_of(data: bytes) -> str:
     """How pg_dump writes a bytea value."""
     return "\\x" + data.hex()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from e2e_testkit import File, Person, open_file, post, psychologist
+from e2e_testkit import File, Person, assert_no_identity_rows, open_file, post, psychologist
 from notes_testkit import Api, PgCluster
 from tierwall_notes.e2e.files import add_years
 from tierwall_notes.e2e.retention import PURGE_CHAT_SQL, PURGE_CONTRACTS_SQL
@@ -102,13 +102,7 @@ def test_erasure_deletes_the_client_and_shows_the_contracts_hold(
     assert kept["contract_id"] == contract["contract_id"]
     assert (kept["ended_at"], kept["hold_until"]) == (today.isoformat(), add_years(today, 10).isoformat())
     assert "10 years" in body["kept"]["legal_hold"]
-    for table, column in (
-        ("clients", "client_ref"),
-        ("assignments", "client_ref"),
-        ("accounts", "account_id"),
-    ):
-        rows = pg.execute("identity", f"SELECT count(*) FROM e2e.{table} WHERE {column} = %s", (file.ref,))
-        assert rows == [(0,)], table
+    assert_no_identity_rows(pg, file)
     assert pg.execute(
         "notes", "SELECT count(*) FROM e2e.chat_messages WHERE file_id = %s", (file.file_id,)
     ) == [(0,)]

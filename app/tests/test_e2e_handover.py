@@ -15,7 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_testkit import File, Person, assign, hex_of, open_file, open_record, post, psychologist, read
+from e2e_testkit import (
+    File,
+    Person,
+    assert_no_identity_rows,
+    assign,
+    hex_of,
+    open_file,
+    open_record,
+    post,
+    psychologist,
+    read,
+)
 from notes_testkit import Api, PgCluster
 from tierwall_notes.e2e.files import add_years
 from tierwall_notes_client import NoteContext, NoteEnvelope, encrypt_note, rewrap_note
@@ -114,13 +125,7 @@ def _assert_nothing_left(pg: PgCluster, file: File, ciphertexts: list[bytes]) ->
     for table in ("notes", "chat_messages"):
         rows = pg.execute("notes", f"SELECT count(*) FROM e2e.{table} WHERE file_id = %s", (file.file_id,))
         assert rows == [(0,)], table
-    for table, column in (
-        ("clients", "client_ref"),
-        ("assignments", "client_ref"),
-        ("accounts", "account_id"),
-    ):
-        rows = pg.execute("identity", f"SELECT count(*) FROM e2e.{table} WHERE {column} = %s", (file.ref,))
-        assert rows == [(0,)], table
+    assert_no_identity_rows(pg, file)
     notes_dump, identity_dump = pg.dump("notes"), pg.dump("identity")
     assert str(file.file_id) not in notes_dump + identity_dump
     for ciphertext in ciphertexts:

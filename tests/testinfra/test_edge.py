@@ -380,6 +380,17 @@ def test_the_site_reaches_an_app_server(edge: Edge) -> None:
 # -- RET-03: anonymised, short-lived logs -----------------------------------------------------------
 
 
+def _logged_line(edge: Edge, log: str, marker: str) -> str:
+    """The line of /var/log/nginx/<log> holding ``marker``, "" if none within 5 s (the writer,
+    nginx or rsyslog, appends it just after the request)."""
+    deadline = time.monotonic() + 5
+    while True:
+        done = edge.host.run("grep -F -- %s /var/log/nginx/%s", marker, log)
+        if done.rc == 0 or time.monotonic() > deadline:
+            return done.stdout if done.rc == 0 else ""
+        time.sleep(0.25)
+
+
 @pytest.mark.control("RET-03")
 @pytest.mark.lab_only
 def test_access_log_holds_the_sentinel_only_anonymised(edge: Edge) -> None:
@@ -388,13 +399,7 @@ def test_access_log_holds_the_sentinel_only_anonymised(edge: Edge) -> None:
     marker = f"/tierwall-edge-log-check-{uuid.uuid4().hex}"
     edge.curl(f"https://{edge.domain}{marker}")
     anonymised = edge.sentinel.rsplit(".", 1)[0] + ".0"
-    line = ""
-    for _ in range(10):  # nginx writes the line after the response; give it a moment
-        done = edge.host.run("grep -F -- %s /var/log/nginx/access.log", marker)
-        if done.rc == 0:
-            line = done.stdout
-            break
-        time.sleep(0.5)
+    line = _logged_line(edge, "access.log", marker)
     assert line, "the request was not logged"
     assert line.startswith(anonymised + " "), line
     full = edge.host.run("zgrep -F -w -- %s /var/log/nginx/access.log*", edge.sentinel)
@@ -447,13 +452,7 @@ def test_error_lines_reach_the_disk_anonymised_and_only_from_nginx(edge: Edge) -
     marker = f"tierwall-error-log-check-{uuid.uuid4().hex}"
     sent = _log_to(edge, user, sock, f"[crit] 1#1: *1 {marker}, client: {edge.sentinel}, server: 0.0.0.0:443")
     assert sent.rc == 0, sent.stderr
-    line = ""
-    for _ in range(20):
-        done = edge.host.run("grep -F -- %s /var/log/nginx/error.log", marker)
-        if done.rc == 0:
-            line = done.stdout
-            break
-        time.sleep(0.25)
+    line = _logged_line(edge, "error.log", marker)
     assert line, "the line sent as nginx did not reach /var/log/nginx/error.log"
     assert f"client: {edge.sentinel.rsplit('.', 1)[0]}.0," in line, line
     assert edge.sentinel not in line, line

@@ -234,9 +234,8 @@ async def list_chat(request: Request) -> Response:
     )
 
 
-async def post_contract(request: Request) -> Response:
-    ref = _client_ref(request)
-    data = await _body(request)
+def _contract_terms(data: dict[str, Any]) -> tuple[str, int, str]:
+    """A new contract's package, price in cents and currency, each checked."""
     package = _text(data, "package", MAX_NAME_CHARS)
     price = data.get("price_cents")
     if not isinstance(price, int) or isinstance(price, bool) or price < 0:
@@ -244,6 +243,13 @@ async def post_contract(request: Request) -> Response:
     currency = data.get("currency", "CHF")
     if not isinstance(currency, str) or not CURRENCY.match(currency):
         raise BadRequest("'currency' must be an ISO 4217 code such as CHF")
+    return package, price, currency
+
+
+async def post_contract(request: Request) -> Response:
+    ref = _client_ref(request)
+    data = await _body(request)
+    package, price, currency = _contract_terms(data)
     contract = await _state(request).service.add_contract(
         ref, package, price, currency, _date(data, "started_on")
     )

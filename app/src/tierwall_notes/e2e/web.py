@@ -33,12 +33,12 @@ from tierwall_notes.envelope import DecryptionError
 from tierwall_notes.keyring import UnknownKeyError
 from tierwall_notes.web import (
     CLIENT_REF,
-    CURRENCY,
     MAX_NAME_CHARS,
     NOTE_HEADER,
     BadRequest,
     _body,
     _client_ref,
+    _contract_terms,
     _date,
     _error,
     _iso,
@@ -249,13 +249,8 @@ async def get_contracts(request: Request, caller: Account) -> Response:
 
 async def post_contract(request: Request, caller: Account) -> Response:
     data = await _body(request)
-    price = data.get("price_cents")
-    if not isinstance(price, int) or isinstance(price, bool) or price < 0:
-        raise BadRequest("'price_cents' must be a non-negative integer")
-    currency = data.get("currency", "CHF")
-    if not isinstance(currency, str) or not CURRENCY.match(currency):
-        raise BadRequest("'currency' must be an ISO 4217 code such as CHF")
-    terms = {"package": _text(data, "package", MAX_NAME_CHARS), "price_cents": price, "currency": currency}
+    package, price, currency = _contract_terms(data)
+    terms = {"package": package, "price_cents": price, "currency": currency}
     contract = await _service(request).add_contract(
         caller, _client_ref(request), terms, _date(data, "started_on")
     )
