@@ -70,6 +70,8 @@ class Ports:
     postgres: int = 5432
     squid: int = 3128
     apt_cacher: int = 3142
+    # The relays that carry the db's backups out, hop by hop (db -> app -> proxy -> repository).
+    backup_relay: int = 8543
     ntp: int = 123
     dns: int = 53
 
@@ -269,15 +271,18 @@ def flow_matrix(ports: Ports) -> tuple[Flow, ...]:
         # App -> proxy: the app's only way out is the filtering forward proxy.
         Flow(APP, PROXY, p.squid, "tcp", FRONTEND, "forward proxy (allow-listed egress: apt, pip)"),
         Flow(APP, PROXY, p.ntp, "udp", FRONTEND, "time sync from the proxy"),
+        Flow(APP, PROXY, p.backup_relay, "tcp", FRONTEND, "backup relay to the off-site repositories (TLS)"),
         # App -> db over the backend network.
         Flow(APP, DB, p.postgres, "tcp", BACKEND, "PostgreSQL over TLS (verify-full)"),
         Flow(APP, DB, p.ssh, "tcp", BACKEND, "operator SSH jump to the database server"),
-        # Db -> app: packages through the apt proxy, time from the app. Nothing else leaves db.
+        # Db -> app: packages through the apt proxy, time from the app, and the backups the db
+        # pushes (the db opens every connection its data leaves by). Nothing else leaves db.
         Flow(DB, APP, p.apt_cacher, "tcp", BACKEND, "apt proxy (Debian archive only)"),
         Flow(DB, APP, p.ntp, "udp", BACKEND, "time sync from the app server"),
+        Flow(DB, APP, p.backup_relay, "tcp", BACKEND, "backups and WAL pushed to the backup relay (TLS)"),
         # The proxy's own egress: the forward proxy's upstreams, DNS and time.
         Flow(PROXY, INTERNET, p.http, "tcp", PUBLIC, "egress to allow-listed registries"),
-        Flow(PROXY, INTERNET, p.https, "tcp", PUBLIC, "egress to allow-listed registries"),
+        Flow(PROXY, INTERNET, p.https, "tcp", PUBLIC, "egress: allow-listed registries, backup repositories"),
         Flow(PROXY, INTERNET, p.dns, "udp", PUBLIC, "DNS resolution"),
         Flow(PROXY, INTERNET, p.dns, "tcp", PUBLIC, "DNS resolution (TCP fallback)"),
         Flow(PROXY, INTERNET, p.ntp, "udp", PUBLIC, "time sync"),
