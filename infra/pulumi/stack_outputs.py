@@ -5,7 +5,8 @@
     stack, location, domain, admin_cidrs (list), app_port (int),
     networks: {frontend|backend: {id, cidr}},
     hosts: {<host>: {tier, private_ips: {<network>: ip}, public_ipv4, public_ipv6 (proxy only)}},
-    db_volume_id, db_volume_linux_device, verify_ssh_public_key ("" when the stack has none)
+    db_volume_id, db_volume_linux_device, verify_ssh_public_key ("" when the stack has none),
+    backup_repositories: [{location, endpoint, bucket}] (pgBackRest's repo1, repo2... in order)
 
 Private addresses are the ones Hetzner reports for each server, not the ones the program asked
 for, so ``tierwall inventory`` (check_outputs_match) notices a stack that drifted from the topology.
@@ -71,4 +72,10 @@ def stack_outputs(
         "db_volume_linux_device": db_volume.linux_device,
         # The inventory installs it for the verify account; empty: no such account.
         "verify_ssh_public_key": config.verify_ssh_public_key,
+        # Where the db's backups go: buckets are no hcloud resource, so the program creates none; the
+        # stack records which ones it was deployed with.
+        "backup_repositories": [
+            {"location": r.location, "endpoint": r.endpoint, "bucket": r.bucket}
+            for r in config.backup_repositories
+        ],
     }

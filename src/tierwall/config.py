@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,23 @@ _NON_PUBLIC = (
 )
 # Hetzner Volumes: 10 GB to 10 TB.
 VOLUME_MIN_GB, VOLUME_MAX_GB = 10, 10240
+# The db's backup repositories (pgBackRest's repo1, repo2... in the stack file's order): each one
+# more copy the db uploads through the relays, so a few, not many.
+MAX_BACKUP_REPOSITORIES = 4
+BACKUP_RETENTION_MIN_DAYS, BACKUP_RETENTION_MAX_DAYS = 1, 35
+DEFAULT_BACKUP_RETENTION_DAYS = 7
+# Hetzner Object Storage's endpoints are <location>.your-objectstorage.com: for them the endpoint
+# itself says where the data goes, and it must be where the entry's location says.
+HETZNER_OBJECT_STORAGE = "your-objectstorage.com"
+_BACKUP_FIELDS = ("location", "endpoint", "bucket", "region", "caFile")
+_BACKUP_REQUIRED = {
+    "location": "fsn1 or nbg1",
+    "endpoint": "the S3 endpoint's host name, e.g. nbg1.your-objectstorage.com",
+    "bucket": "the S3 bucket, e.g. tierwall-backups-nbg1",
+}
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_BACKUP_EXAMPLE = "{location: nbg1, endpoint: nbg1.your-objectstorage.com, bucket: tierwall-backups-nbg1}"
 
 
 @dataclass(frozen=True)
@@ -86,11 +103,26 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class BackupRepository:
+    """One S3 bucket the db's pgBackRest pushes its encrypted backups and WAL to."""
+
+    location: str  # fsn1 or nbg1: where the bucket is
+    endpoint: str  # the S3 endpoint's host name (no scheme, port or path)
+    bucket: str
+    region: str  # the S3 region pgBackRest signs with; the location unless the stack file says
+    # A PEM CA bundle the db verifies the endpoint with, as written in the stack file (relative
+    # paths are relative to the repository root); empty: the system's trust store.
+    ca_file: str = ""
+
+
+@dataclass(frozen=True)
 class StackConfig:
     location: str
     domain: str
     ssh_public_keys: tuple[str, ...]
     admin_cidrs: tuple[str, ...]
+    # pgBackRest's repositories, in its order (repo1, repo2...).
+    backup_repositories: tuple[BackupRepository, ...]
     server_types: Mapping[str, str] = field(default_factory=lambda: {PROXY: "cx23", APP: "cx23", DB: "cx23"})
     image: str = DEFAULT_IMAGE
     proxy_count: int = 1
@@ -101,6 +133,8 @@ class StackConfig:
     app_port: int = 8443
     # The scheduled production check's own key (the `verify` account); empty: no such account.
     verify_ssh_public_key: str = ""
+    # Days a full backup and the WAL to restore from it are kept in every repository.
+    backup_retention_days: int = DEFAULT_BACKUP_RETENTION_DAYS
 
     def topology(self) -> Topology:
         return build_topology(
@@ -127,11 +161,11 @@ class Key:
 
 
 class _Invalid(Exception):
-    pass
+    """A refused value; each argument is one problem, reported as an issue of its own."""
 
 
 def _location(value: Any) -> str:
-    if value not in ALLOWED_LOCATIONS:
+    if not isinstance(value, str) or value not in ALLOWED_LOCATIONS:
         allowed = ", ".join(f"{k} ({v})" for k, v in ALLOWED_LOCATIONS.items())
         hint = ""
         if value == "hel1":
@@ -275,6 +309,154 @@ def _port(value: Any) -> int:
     return value
 
 
+def _backup_repositories(value: Any) -> tuple[BackupRepository, ...]:
+    """Every entry's problems are reported together, each named by its pgBackRest number."""
+    if not isinstance(value, list) or not value:
+        raise _Invalid(
+            f"must list 1 to {MAX_BACKUP_REPOSITORIES} S3 repositories for the db's backups, each a mapping "
+            f"with location, endpoint and bucket (e.g. {_BACKUP_EXAMPLE}), got {value!r}"
+        )
+    if len(value) > MAX_BACKUP_REPOSITORIES:
+        raise _Invalid(
+            f"lists {len(value)} repositories; at most {MAX_BACKUP_REPOSITORIES} (every one is another full "
+            "copy the db uploads through the relays): remove some"
+        )
+    problems: list[str] = []
+    parsed = [_backup_repository(f"repo{n}", entry, problems) for n, entry in enumerate(value, start=1)]
+    seen: dict[tuple[str, str], int] = {}
+    for number, repository in enumerate(parsed, start=1):
+        if repository is None:
+            continue
+        pair = (repository.endpoint, repository.bucket)
+        if pair in seen:
+            problems.append(
+                f"repo{number} is bucket {repository.bucket} at {repository.endpoint}, "
+                f"like repo{seen[pair]}: each repository must be a bucket of its own "
+                "(remove the duplicate or name another bucket)"
+            )
+        seen.setdefault(pair, number)
+    if problems:
+        raise _Invalid(*problems)  # one issue each
+    return tuple(r for r in parsed if r is not None)
+
+
+def _backup_repository(name: str, entry: Any, problems: list[str]) -> BackupRepository | None:
+    """One entry of backupRepositories, or None with its problems appended to ``problems``."""
+    if not isinstance(entry, Mapping):
+        problems.append(
+            f"{name} must be a mapping with location, endpoint and bucket (e.g. {_BACKUP_EXAMPLE}), "
+            f"got {entry!r}"
+        )
+        return None
+    found: list[str] = []
+    for field_name in entry:
+        if field_name not in _BACKUP_FIELDS:
+            close = _closest(str(field_name), _BACKUP_FIELDS)
+            fix = f" Did you mean '{close}'?" if close else ""
+            found.append(f"{name}: unknown key {field_name!r}.{fix} Known keys: {', '.join(_BACKUP_FIELDS)}")
+    for field_name, what in _BACKUP_REQUIRED.items():
+        if field_name not in entry:
+            found.append(f"{name}: {field_name} is required ({what})")
+    checks: dict[str, Validator] = {
+        "location": _location,
+        "endpoint": _endpoint,
+        "bucket": _bucket,
+        "region": _region,
+        "caFile": _ca_file,
+    }
+    values: dict[str, str] = {}
+    for field_name, check in checks.items():
+        if field_name in entry:
+            try:
+                values[field_name] = check(entry[field_name])
+            except _Invalid as exc:
+                found.append(f"{name}: {field_name}: {exc}")
+    location, endpoint = values.get("location"), values.get("endpoint")
+    if location and endpoint and endpoint.endswith(f".{HETZNER_OBJECT_STORAGE}"):
+        site = endpoint.removesuffix(f".{HETZNER_OBJECT_STORAGE}").split(".")[-1]
+        if site != location:
+            found.append(
+                f"{name}: endpoint {endpoint} is Hetzner Object Storage in {site}, "
+                f"but location says {location}: the endpoint decides where the data goes, "
+                f"use {location}.{HETZNER_OBJECT_STORAGE} (or set location to the endpoint's, fsn1 or nbg1)"
+            )
+    problems += found
+    if found:
+        return None
+    return BackupRepository(
+        location=values["location"],
+        endpoint=values["endpoint"],
+        bucket=values["bucket"],
+        region=values.get("region", values["location"]),
+        ca_file=values.get("caFile", ""),
+    )
+
+
+def _endpoint(value: Any) -> str:
+    example = "e.g. nbg1.your-objectstorage.com"
+    if not isinstance(value, str) or not value:
+        raise _Invalid(f"must be the S3 endpoint's host name ({example}), got {value!r}")
+    if "://" in value:
+        raise _Invalid(f"{value!r}: write the host name only, without the scheme ({example})")
+    if "/" in value:
+        raise _Invalid(f"{value!r}: write the host name only, without a path ({example})")
+    if ":" in value:
+        raise _Invalid(
+            f"{value!r}: write the host name only, without a port ({example}): the relays reach the "
+            "repositories on HTTPS, port 443"
+        )
+    name = value.rstrip(".").lower()
+    labels = name.split(".")
+    if len(name) > 253 or len(labels) < 2 or not all(_HOSTNAME_LABEL.match(label) for label in labels):
+        raise _Invalid(f"{value!r} is not a valid DNS host name ({example})")
+    if all(label.isdigit() for label in labels):
+        raise _Invalid(f"{value!r} is an IP address; write the endpoint's host name ({example})")
+    return name
+
+
+def _bucket(value: Any) -> str:
+    rule = (
+        "3 to 63 lowercase letters, digits, hyphens and dots, starting and ending with a letter or "
+        "digit, not an IP address (e.g. tierwall-backups-nbg1)"
+    )
+    if not isinstance(value, str) or not _BUCKET.match(value) or ".." in value:
+        raise _Invalid(f"{value!r} is not a valid S3 bucket name: use {rule}")
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return value
+    raise _Invalid(f"{value!r} is an IP address, not an S3 bucket name: use {rule}")
+
+
+def _region(value: Any) -> str:
+    if not isinstance(value, str) or not _REGION.match(value):
+        raise _Invalid(
+            f"{value!r} is not an S3 region name (lowercase letters, digits and hyphens, e.g. nbg1); "
+            "leave it out to use the repository's location"
+        )
+    return value
+
+
+def _ca_file(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise _Invalid(
+            f"must be the path of a PEM CA bundle the db verifies the endpoint with (relative to the "
+            f"repository root, e.g. certs/objectstorage-ca.pem), got {value!r}; leave it out to use the "
+            "system's trust store"
+        )
+    return value
+
+
+def _retention_days(value: Any) -> int:
+    meaning = (
+        "the number of days a full backup and the WAL needed to restore from it are kept in every repository"
+    )
+    low, high = BACKUP_RETENTION_MIN_DAYS, BACKUP_RETENTION_MAX_DAYS
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _Invalid(f"must be a whole number of days from {low} to {high} ({meaning}), got {value!r}")
+    return value
+
+
 SCHEMA: tuple[Key, ...] = (
     Key("location", "location", _location, required=True, help="fsn1 or nbg1"),
     Key("domain", "domain", _domain, required=True, help="public name of the platform"),
@@ -289,6 +471,19 @@ SCHEMA: tuple[Key, ...] = (
     Key("backendCidr", "backend_cidr", _private_cidr, help="app <-> db network"),
     Key("appPort", "app_port", _port, help="TCP port of the application servers"),
     Key("verifySshPublicKey", "verify_ssh_public_key", _verify_key, help="the production check's own key"),
+    Key(
+        "backupRepositories",
+        "backup_repositories",
+        _backup_repositories,
+        required=True,
+        help=f"the db's backups' S3 buckets, at least one off the stack's location, e.g. {_BACKUP_EXAMPLE}",
+    ),
+    Key(
+        "backupRetentionDays",
+        "backup_retention_days",
+        _retention_days,
+        help="days a full backup and its WAL are kept in every repository",
+    ),
 )
 KEYS = {k.name: k for k in SCHEMA}
 
@@ -313,7 +508,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "stack config") -> StackC
         try:
             values[key.attribute] = key.validate(raw[key.name])
         except _Invalid as exc:
-            issues.append(ConfigIssue(key.name, str(exc)))
+            issues += [ConfigIssue(key.name, str(problem)) for problem in exc.args]
     issues += _cross_key_issues(values)
     if not issues:
         config = StackConfig(**values)
@@ -327,15 +522,28 @@ def parse_config(raw: Mapping[str, Any], source: str = "stack config") -> StackC
 
 
 def _cross_key_issues(values: Mapping[str, Any]) -> list[ConfigIssue]:
-    """The verify account reads; the operators' keys may sudo anything: one key must never be both."""
+    """Rules between keys: the verify account reads, the operators' keys may sudo anything, so one
+    key must never be both; and one backup repository must be off the stack's own site."""
+    issues: list[ConfigIssue] = []
     verify = values.get("verify_ssh_public_key")
     if verify and verify.split()[:2] in [k.split()[:2] for k in values.get("ssh_public_keys", ())]:
         message = (
             "is one of sshPublicKeys; give the verify account a key of its own "
             "(ssh-keygen -t ed25519 -f verify), used only by the production check"
         )
-        return [ConfigIssue("verifySshPublicKey", message)]
-    return []
+        issues.append(ConfigIssue("verifySshPublicKey", message))
+    location = values.get("location")
+    repositories = values.get("backup_repositories")
+    if location and repositories and all(r.location == location for r in repositories):
+        other = next(site for site in ALLOWED_LOCATIONS if site != location)
+        message = (
+            f"every repository is in {location}, the stack's location: a copy must survive the loss of the "
+            f"whole {location} site, add a repository in {other} ({ALLOWED_LOCATIONS[other]}), e.g. "
+            f"{{location: {other}, endpoint: {other}.{HETZNER_OBJECT_STORAGE}, "
+            f"bucket: tierwall-backups-{other}}}"
+        )
+        issues.append(ConfigIssue("backupRepositories", message))
+    return issues
 
 
 def from_pulumi_values(values: Mapping[str, str], source: str = "pulumi config") -> StackConfig:
@@ -387,8 +595,8 @@ def _topology_key(message: str) -> str:
     return "*"
 
 
-def _closest(name: str) -> str | None:
+def _closest(name: str, known: Sequence[str] | None = None) -> str | None:
     import difflib
 
-    matches = difflib.get_close_matches(name, list(KEYS), n=1, cutoff=0.6)
+    matches = difflib.get_close_matches(name, list(KEYS if known is None else known), n=1, cutoff=0.6)
     return matches[0] if matches else None

@@ -4,12 +4,15 @@ Groups ``proxy``, ``app`` and ``db``. The operator reaches the proxy on its publ
 an app server through the proxy (one jump) and the db through the proxy and then an app
 server (two jumps), exactly as on Hetzner, where app and db have no public address.
 The whole topology (networks, hosts, flow matrix) travels in ``all.vars.tierwall_topology``
-so roles render host firewalls and tests check live state against the one model.
+so roles render host firewalls and tests check live state against the one model. The stack's
+backup repositories travel in ``all.vars.tierwall_backup_repositories`` (pgBackRest's repo1,
+repo2... in the stack file's order) with ``tierwall_backup_retention_days``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from tierwall.config import DEFAULT_BACKUP_RETENTION_DAYS, BackupRepository
+from tierwall.paths import REPO
 from tierwall.topology import APP, BACKEND, FRONTEND, PROXY, TIERS, Ports, Topology, build_topology
 
 OPS_USER = "ops"
@@ -49,6 +54,9 @@ class Access:
     # False for the verify account's own inventory: it may not become root (sudo runs only its
     # listed commands, each named in full).
     become: bool = True
+    # The stack config's backupRepositories (in pgBackRest's order) and backupRetentionDays.
+    backup_repositories: tuple[BackupRepository, ...] = ()
+    backup_retention_days: int = DEFAULT_BACKUP_RETENTION_DAYS
 
 
 class InventoryError(ValueError):
@@ -118,6 +126,8 @@ def build_inventory(topology: Topology, access: Access) -> dict[str, Any]:
         "tierwall_proxy_public": dict(access.proxy_public),
         "tierwall_admin_cidrs": list(access.admin_cidrs),
         "tierwall_domain": access.domain,
+        "tierwall_backup_repositories": backup_repositories_var(access.backup_repositories),
+        "tierwall_backup_retention_days": access.backup_retention_days,
     }
     if access.private_key_file:
         all_vars["ansible_ssh_private_key_file"] = access.private_key_file
@@ -126,6 +136,25 @@ def build_inventory(topology: Topology, access: Access) -> dict[str, Any]:
     if access.ssh_user == VERIFY_USER:
         all_vars["tierwall_verify_account"] = True
     return {"all": {"vars": all_vars, "children": groups}}
+
+
+def backup_repositories_var(
+    repositories: Sequence[BackupRepository], root: str | Path = REPO
+) -> list[dict[str, str]]:
+    """``tierwall_backup_repositories``: plain mappings named as pgBackRest numbers them (repo1,
+    repo2... in the stack file's order), each CA bundle as an absolute path on the controller
+    (a relative one is relative to the repository ``root``), or "" for the system's trust store."""
+    return [
+        {
+            "name": f"repo{number}",
+            "location": repository.location,
+            "endpoint": repository.endpoint,
+            "bucket": repository.bucket,
+            "region": repository.region,
+            "ca_file": os.path.normpath(Path(root) / repository.ca_file) if repository.ca_file else "",
+        }
+        for number, repository in enumerate(repositories, start=1)
+    ]
 
 
 def _proxy_command(access: Access, chain: Sequence[str]) -> str:

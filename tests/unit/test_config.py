@@ -10,10 +10,19 @@ import pytest
 import yaml
 
 from tierwall.cli import main
-from tierwall.config import ConfigError, from_pulumi_values, load_stack_file, parse_config
-from tierwall.paths import EXAMPLE_STACK
+from tierwall.config import BackupRepository, ConfigError, from_pulumi_values, load_stack_file, parse_config
+from tierwall.paths import EXAMPLE_STACK, LAB_CONFIG
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICQxSzOYjRJ9rRQD61U5bQGgpac9S4whSH1f3jV4vauq ops@example"
+
+
+def _repository(location: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "location": location,
+        "endpoint": f"{location}.your-objectstorage.com",
+        "bucket": f"notes-backups-{location}",
+        **fields,
+    }
 
 
 def _valid() -> dict[str, Any]:
@@ -22,6 +31,7 @@ def _valid() -> dict[str, Any]:
         "domain": "notes.example.org",
         "sshPublicKeys": [KEY],
         "adminCidrs": ["198.51.100.7/32", "2001:db8::/48"],
+        "backupRepositories": [_repository("nbg1"), _repository("fsn1")],
     }
 
 
@@ -29,6 +39,17 @@ def _errors(raw: dict[str, Any]) -> dict[str, str]:
     with pytest.raises(ConfigError) as info:
         parse_config(raw)
     return {issue.key: issue.message for issue in info.value.issues}
+
+
+def _messages(raw: dict[str, Any], key: str) -> list[str]:
+    """Every issue about ``key`` (backupRepositories reports one per problem)."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    return [issue.message for issue in info.value.issues if issue.key == key]
+
+
+def _repository_errors(*entries: Any) -> list[str]:
+    return _messages({**_valid(), "backupRepositories": list(entries)}, "backupRepositories")
 
 
 def _write_stack(tmp_path: Path, raw: dict[str, Any]) -> Path:
@@ -102,7 +123,7 @@ def test_unknown_key_is_refused_with_a_suggestion() -> None:
     assert "appCount" in errors["appCont"]
 
 
-@pytest.mark.parametrize("key", ["location", "domain", "sshPublicKeys", "adminCidrs"])
+@pytest.mark.parametrize("key", ["location", "domain", "sshPublicKeys", "adminCidrs", "backupRepositories"])
 def test_required_keys(key: str) -> None:
     raw = _valid()
     del raw[key]
@@ -137,7 +158,15 @@ def test_debian_12_is_refused_with_the_reason_and_the_fix() -> None:
 
 def test_all_errors_are_reported_together() -> None:
     errors = _errors({"location": "sin", "appCount": 0, "typo": 1})
-    assert {"location", "appCount", "typo", "domain", "sshPublicKeys", "adminCidrs"} <= set(errors)
+    assert {
+        "location",
+        "appCount",
+        "typo",
+        "domain",
+        "sshPublicKeys",
+        "adminCidrs",
+        "backupRepositories",
+    } <= set(errors)
 
 
 def test_pulumi_engine_values_are_decoded() -> None:
@@ -169,3 +198,235 @@ def test_unreadable_stack_files_are_reported(tmp_path: Path) -> None:
     broken.write_text("tierwall:location: fsn1\n")
     with pytest.raises(ConfigError, match="top-level 'config:'"):
         load_stack_file(broken)
+
+
+# -- backupRepositories and backupRetentionDays ----------------------------------------------------
+
+
+def test_backup_defaults_region_ca_file_and_retention() -> None:
+    config = parse_config(_valid())
+    assert config.backup_repositories == (
+        BackupRepository("nbg1", "nbg1.your-objectstorage.com", "notes-backups-nbg1", "nbg1", ""),
+        BackupRepository("fsn1", "fsn1.your-objectstorage.com", "notes-backups-fsn1", "fsn1", ""),
+    )
+    assert config.backup_retention_days == 7
+
+
+def test_backup_region_ca_file_and_retention_are_taken_as_written() -> None:
+    repositories = [
+        _repository("nbg1"),
+        {
+            "location": "fsn1",
+            "endpoint": "S3.Example.ORG.",
+            "bucket": "a.b-1",
+            "region": "eu-central-1",
+            "caFile": "certs/s3 ca.pem",
+        },
+    ]
+    config = parse_config({**_valid(), "backupRepositories": repositories, "backupRetentionDays": 35})
+    assert config.backup_repositories[1] == BackupRepository(
+        "fsn1", "s3.example.org", "a.b-1", "eu-central-1", "certs/s3 ca.pem"
+    )
+    assert config.backup_retention_days == 35
+    assert parse_config({**_valid(), "backupRetentionDays": 1}).backup_retention_days == 1
+
+
+def test_the_example_and_the_lab_keep_a_copy_off_their_site() -> None:
+    example = load_stack_file(EXAMPLE_STACK)
+    assert {r.location for r in example.backup_repositories} == {"fsn1", "nbg1"}
+    assert all(
+        r.endpoint == f"{r.location}.your-objectstorage.com" and not r.ca_file
+        for r in example.backup_repositories
+    )
+    lab = yaml.safe_load(LAB_CONFIG.read_text())["config"]
+    raw = {k.partition(":")[2]: v for k, v in lab.items()}
+    config = parse_config({**raw, "sshPublicKeys": [KEY]})
+    assert [(r.location, r.endpoint, r.bucket, r.region, r.ca_file) for r in config.backup_repositories] == [
+        ("fsn1", "fsn1.objectstorage.lab.test", "tierwall-lab-fsn1", "fsn1", ".lab/offsite/ca.pem"),
+        ("nbg1", "nbg1.objectstorage.lab.test", "tierwall-lab-nbg1", "nbg1", ".lab/offsite/ca.pem"),
+    ]
+    assert config.backup_retention_days == 7
+
+
+@pytest.mark.parametrize("value", [[], None, "nbg1.your-objectstorage.com", {"location": "nbg1"}])
+def test_backup_repositories_must_be_a_non_empty_list(value: object) -> None:
+    (message,) = _messages({**_valid(), "backupRepositories": value}, "backupRepositories")
+    assert "must list 1 to 4" in message
+    assert "location, endpoint and bucket" in message
+    assert "nbg1.your-objectstorage.com" in message
+
+
+def test_more_than_four_backup_repositories_are_refused() -> None:
+    entries = [_repository("nbg1", bucket=f"b-{n}") for n in range(4)] + [_repository("fsn1")]
+    (message,) = _repository_errors(*entries)
+    assert "lists 5 repositories; at most 4" in message
+    assert "remove some" in message
+
+
+@pytest.mark.control("LOC-01")
+@pytest.mark.parametrize("location", ["hel1", "ash", "sin", "FSN1", "", ["fsn1"]])
+def test_a_backup_repository_outside_germany_is_refused(location: object) -> None:
+    (message,) = _repository_errors(_repository("nbg1"), {**_repository("fsn1"), "location": location})
+    assert message.startswith("repo2: location:")
+    assert "is not a German location" in message
+    assert "Allowed: fsn1 (Falkenstein, DE), nbg1 (Nuremberg, DE)" in message
+
+
+@pytest.mark.control("LOC-01")
+def test_a_hetzner_endpoint_must_be_in_its_entrys_location() -> None:
+    (message,) = _repository_errors(
+        _repository("nbg1"), _repository("fsn1", endpoint="hel1.your-objectstorage.com")
+    )
+    assert "repo2: endpoint hel1.your-objectstorage.com is Hetzner Object Storage in hel1" in message
+    assert "use fsn1.your-objectstorage.com" in message
+
+
+@pytest.mark.control("LOC-01")
+@pytest.mark.parametrize("location", ["fsn1", "nbg1"])
+def test_a_copy_must_survive_the_loss_of_the_stacks_site(location: str) -> None:
+    other = {"fsn1": "nbg1", "nbg1": "fsn1"}[location]
+    raw = {**_valid(), "location": location, "backupRepositories": [_repository(location)]}
+    (message,) = _messages(raw, "backupRepositories")
+    assert f"every repository is in {location}, the stack's location" in message
+    assert f"add a repository in {other}" in message
+    assert f"endpoint: {other}.your-objectstorage.com" in message
+    # One repository, off the stack's site, is enough.
+    assert (
+        parse_config({**raw, "backupRepositories": [_repository(other)]}).backup_repositories[0].location
+        == other
+    )
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "fix"),
+    [
+        ("https://nbg1.your-objectstorage.com", "without the scheme"),
+        ("nbg1.your-objectstorage.com:443", "without a port"),
+        ("nbg1.your-objectstorage.com/bucket", "without a path"),
+        ("objectstorage", "is not a valid DNS host name"),
+        ("-bad.example.org", "is not a valid DNS host name"),
+        ("s3_host.example.org", "is not a valid DNS host name"),
+        ("192.0.2.10", "is an IP address"),
+        ("", "must be the S3 endpoint's host name"),
+        (443, "must be the S3 endpoint's host name"),
+    ],
+)
+def test_a_bad_endpoint_is_refused(endpoint: object, fix: str) -> None:
+    (message,) = _repository_errors(_repository("nbg1"), _repository("fsn1", endpoint=endpoint))
+    assert message.startswith("repo2: endpoint:")
+    assert fix in message
+    assert "e.g. nbg1.your-objectstorage.com" in message
+
+
+@pytest.mark.parametrize(
+    "bucket",
+    [
+        "ab",
+        "a" * 64,
+        "Notes",
+        "notes_backups",
+        "-notes",
+        "notes-",
+        ".notes",
+        "notes..backups",
+        "192.168.5.4",
+        7,
+    ],
+)
+def test_a_bad_bucket_name_is_refused(bucket: object) -> None:
+    (message,) = _repository_errors(_repository("nbg1"), _repository("fsn1", bucket=bucket))
+    assert message.startswith("repo2: bucket:")
+    assert "3 to 63 lowercase letters, digits, hyphens and dots" in message
+    assert "e.g. tierwall-backups-nbg1" in message
+
+
+@pytest.mark.parametrize("bucket", ["abc", "a" * 63, "notes.backups-2", "1-2"])
+def test_valid_bucket_names_are_accepted(bucket: str) -> None:
+    config = parse_config(
+        {**_valid(), "backupRepositories": [_repository("nbg1"), _repository("fsn1", bucket=bucket)]}
+    )
+    assert config.backup_repositories[1].bucket == bucket
+
+
+@pytest.mark.parametrize("region", ["", "EU", "eu_central", "-fsn1", 1])
+def test_a_bad_region_is_refused(region: object) -> None:
+    (message,) = _repository_errors(_repository("nbg1"), _repository("fsn1", region=region))
+    assert message.startswith("repo2: region:")
+    assert "leave it out to use the repository's location" in message
+
+
+@pytest.mark.parametrize("ca_file", ["", "  ", "certs/ca\0.pem", None, ["ca.pem"]])
+def test_a_bad_ca_file_is_refused(ca_file: object) -> None:
+    (message,) = _repository_errors(_repository("nbg1"), _repository("fsn1", caFile=ca_file))
+    assert message.startswith("repo2: caFile:")
+    assert "PEM CA bundle" in message
+    assert "relative to the repository root" in message
+
+
+def test_ca_file_is_not_checked_for_existence() -> None:
+    """The lab's CA bundle is created by `tierwall lab up`, after the config was read."""
+    raw = {
+        **_valid(),
+        "backupRepositories": [_repository("nbg1"), _repository("fsn1", caFile="no/such/ca.pem")],
+    }
+    assert parse_config(raw).backup_repositories[1].ca_file == "no/such/ca.pem"
+
+
+def test_an_unknown_key_in_a_repository_is_refused_with_a_suggestion() -> None:
+    (message,) = _repository_errors(_repository("nbg1"), _repository("fsn1", cafile="ca.pem"))
+    assert message.startswith("repo2: unknown key 'cafile'.")
+    assert "Did you mean 'caFile'?" in message
+    assert "Known keys: location, endpoint, bucket, region, caFile" in message
+
+
+@pytest.mark.parametrize("field", ["location", "endpoint", "bucket"])
+def test_a_repository_without_a_required_field_is_refused(field: str) -> None:
+    entry = _repository("fsn1")
+    del entry[field]
+    (message,) = _repository_errors(_repository("nbg1"), entry)
+    assert message.startswith(f"repo2: {field} is required (")
+
+
+def test_a_repository_that_is_not_a_mapping_is_refused() -> None:
+    (message,) = _repository_errors(_repository("nbg1"), "fsn1.your-objectstorage.com")
+    assert message.startswith("repo2 must be a mapping with location, endpoint and bucket")
+
+
+def test_the_same_bucket_at_the_same_endpoint_twice_is_refused() -> None:
+    messages = _repository_errors(_repository("nbg1"), _repository("fsn1"), _repository("nbg1"))
+    assert messages == [
+        "repo3 is bucket notes-backups-nbg1 at nbg1.your-objectstorage.com, like repo1: "
+        "each repository must be a bucket of its own (remove the duplicate or name another bucket)"
+    ]
+    # The same bucket name at another endpoint is another bucket.
+    parse_config(
+        {
+            **_valid(),
+            "backupRepositories": [_repository("nbg1"), _repository("fsn1", bucket="notes-backups-nbg1")],
+        }
+    )
+
+
+def test_every_repositorys_problems_are_reported_together() -> None:
+    messages = _repository_errors(
+        {"location": "hel1", "endpoint": "https://x", "bucket": "AB"}, "x", _repository("fsn1", regoin="fsn1")
+    )
+    assert [m.split(":")[0].split(" ")[0] for m in messages] == ["repo1", "repo1", "repo1", "repo2", "repo3"]
+
+
+@pytest.mark.parametrize("days", [0, 36, -1, "7", 7.0, True, None])
+def test_backup_retention_days_out_of_range_or_wrong_type_is_refused(days: object) -> None:
+    message = _errors({**_valid(), "backupRetentionDays": days})["backupRetentionDays"]
+    assert "must be a whole number of days from 1 to 35" in message
+    assert (
+        "the number of days a full backup and the WAL needed to restore from it are kept in every repository"
+        in message
+    )
+
+
+def test_backup_repositories_arrive_from_the_engine_as_json() -> None:
+    values = {f"tierwall:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in _valid().items()}
+    values["tierwall:backupRetentionDays"] = "14"
+    config = from_pulumi_values(values)
+    assert [r.location for r in config.backup_repositories] == ["nbg1", "fsn1"]
+    assert config.backup_retention_days == 14

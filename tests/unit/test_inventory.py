@@ -12,14 +12,17 @@ import pytest
 import yaml
 
 from tierwall.cli import main
+from tierwall.config import BackupRepository
 from tierwall.inventory import (
     Access,
     InventoryError,
+    backup_repositories_var,
     build_inventory,
     load_outputs,
     proxy_public_from_outputs,
     topology_from_outputs,
 )
+from tierwall.paths import REPO
 
 OUTPUTS = Path(__file__).parent / "fixtures" / "stack-outputs.json"
 
@@ -140,3 +143,74 @@ def test_inventory_command_reports_bad_outputs(tmp_path: Path, capsys: pytest.Ca
     bad.write_text(json.dumps({"stack": "prod"}))
     assert main(["inventory", "--pulumi-outputs", str(bad)]) == 1
     assert "error:" in capsys.readouterr().err
+
+
+# -- the backup repositories ---------------------------------------------------------------------
+
+REPOSITORIES = (
+    BackupRepository("fsn1", "fsn1.your-objectstorage.com", "notes-backups-fsn1", "fsn1"),
+    BackupRepository("nbg1", "nbg1.objectstorage.lab.test", "lab-nbg1", "eu-central", ".lab/offsite/ca.pem"),
+    BackupRepository("nbg1", "s3.example.org", "third", "nbg1", "/etc/ssl/s3/../s3/ca.pem"),
+)
+
+
+def _with_backups(outputs: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    access = Access(
+        proxy_public=proxy_public_from_outputs(outputs),
+        admin_cidrs=tuple(outputs["admin_cidrs"]),
+        domain=outputs["domain"],
+        **fields,
+    )
+    return build_inventory(topology_from_outputs(outputs), access)["all"]["vars"]
+
+
+def test_backup_repositories_travel_in_pgbackrests_order(outputs: dict[str, Any]) -> None:
+    all_vars = _with_backups(outputs, backup_repositories=REPOSITORIES, backup_retention_days=14)
+    assert all_vars["tierwall_backup_repositories"] == [
+        {
+            "name": "repo1",
+            "location": "fsn1",
+            "endpoint": "fsn1.your-objectstorage.com",
+            "bucket": "notes-backups-fsn1",
+            "region": "fsn1",
+            "ca_file": "",
+        },
+        {
+            "name": "repo2",
+            "location": "nbg1",
+            "endpoint": "nbg1.objectstorage.lab.test",
+            "bucket": "lab-nbg1",
+            "region": "eu-central",
+            "ca_file": str(REPO / ".lab" / "offsite" / "ca.pem"),
+        },
+        {
+            "name": "repo3",
+            "location": "nbg1",
+            "endpoint": "s3.example.org",
+            "bucket": "third",
+            "region": "nbg1",
+            "ca_file": "/etc/ssl/s3/ca.pem",
+        },
+    ]
+    assert all_vars["tierwall_backup_retention_days"] == 14
+
+
+def test_backup_vars_are_plain_yaml(outputs: dict[str, Any], tmp_path: Path) -> None:
+    """Plain lists, mappings and strings: the written inventory reads back as it was built."""
+    all_vars = _with_backups(outputs, backup_repositories=REPOSITORIES)
+    written = yaml.safe_load(yaml.safe_dump(all_vars))
+    assert written["tierwall_backup_repositories"] == all_vars["tierwall_backup_repositories"]
+    assert written["tierwall_backup_retention_days"] == 7
+
+
+def test_without_repositories_the_vars_are_empty_and_the_default_retention(outputs: dict[str, Any]) -> None:
+    """An inventory built without the stack's repositories says so: the backup role refuses an empty list."""
+    all_vars = _with_backups(outputs)
+    assert all_vars["tierwall_backup_repositories"] == []
+    assert all_vars["tierwall_backup_retention_days"] == 7
+
+
+def test_a_relative_ca_file_is_resolved_against_the_given_root(tmp_path: Path) -> None:
+    (entry,) = backup_repositories_var(REPOSITORIES[1:2], root=tmp_path)
+    assert entry["ca_file"] == str(tmp_path / ".lab" / "offsite" / "ca.pem")
+    assert Path(entry["ca_file"]).is_absolute()

@@ -38,7 +38,7 @@ from pulumi_policy import (
     StackValidationArgs,
 )
 
-from tierwall.config import ALLOWED_LOCATIONS
+from tierwall.config import ALLOWED_LOCATIONS, load_stack_file
 from tierwall.inventory import load_outputs, proxy_public_from_outputs, topology_from_outputs
 from tierwall.paths import REPO
 from tierwall.topology import APP, DB, PROXY, Topology, build_topology
@@ -55,6 +55,16 @@ KEYS = [
 ADMIN_CIDRS = ["198.51.100.7/32", "2001:db8:1::/48"]
 ANYWHERE = ["0.0.0.0/0", "::/0"]
 SERVER_TYPES = {PROXY: "cx23", APP: "cpx22", DB: "cax11"}
+BACKUP_REPOSITORIES = [
+    {"location": "fsn1", "endpoint": "fsn1.your-objectstorage.com", "bucket": "notes-backups-fsn1"},
+    {
+        "location": "nbg1",
+        "endpoint": "nbg1.your-objectstorage.com",
+        "bucket": "notes-backups-nbg1",
+        "region": "nbg1",
+        "caFile": "certs/objectstorage-ca.pem",
+    },
+]
 APP_COUNTS = [1, 3]
 
 SERVER = "hcloud:index/server:Server"
@@ -82,6 +92,7 @@ def stack_config(**overrides: Any) -> dict[str, Any]:
         "appCount": 2,
         "dbVolumeSize": 40,
         "appPort": 8443,
+        "backupRepositories": BACKUP_REPOSITORIES,
     }
     config.update(overrides)
     return config
@@ -650,6 +661,7 @@ OUTPUT_KEYS = {
     "db_volume_id",
     "db_volume_linux_device",
     "verify_ssh_public_key",
+    "backup_repositories",
 }
 
 
@@ -671,6 +683,10 @@ def test_outputs_have_the_documented_shape(app_count: int) -> pulumi.Output[None
         assert outputs["admin_cidrs"] == ADMIN_CIDRS, f"{where}: admin_cidrs {outputs['admin_cidrs']}"
         assert type(outputs["app_port"]) is int, f"{where}: app_port {outputs['app_port']!r} is not an int"
         assert outputs["app_port"] == 8443, f"{where}: app_port {outputs['app_port']}"
+        # Where the backups go, without the region or the operator's local CA path.
+        assert outputs["backup_repositories"] == [
+            {k: r[k] for k in ("location", "endpoint", "bucket")} for r in BACKUP_REPOSITORIES
+        ], f"{where}: backup_repositories {outputs['backup_repositories']}"
         for network in topology.networks:
             exported = outputs["networks"][network.name]
             node = graph.network_by_role(network.name)
@@ -733,6 +749,12 @@ def test_recorded_outputs_fixture_is_a_consistent_prod_stack() -> None:
         "notes.example.org",
     )
     assert recorded["admin_cidrs"] == ["198.51.100.7/32"]
+    # The example stack's repositories, as the program exports them.
+    example = load_stack_file(REPO / "Pulumi.example.yaml")
+    assert recorded["backup_repositories"] == [
+        {"location": r.location, "endpoint": r.endpoint, "bucket": r.bucket}
+        for r in example.backup_repositories
+    ]
     proxy = recorded["hosts"]["proxy-1"]
     assert (proxy["public_ipv4"], proxy["public_ipv6"]) == ("203.0.113.10", "2001:db8::1")
     documentation = [

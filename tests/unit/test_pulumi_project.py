@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tierwall.config import KEYS, NAMESPACE, SCHEMA, ConfigError, StackConfig, parse_config
+from tierwall.config import KEYS, NAMESPACE, SCHEMA, BackupRepository, ConfigError, StackConfig, parse_config
 from tierwall.paths import REPO
 
 PROJECT = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
@@ -29,6 +29,10 @@ VALID = {
     "domain": "notes.example.org",
     "sshPublicKeys": [KEY],
     "adminCidrs": ["198.51.100.7/32"],
+    "backupRepositories": [
+        {"location": "fsn1", "endpoint": "fsn1.your-objectstorage.com", "bucket": "notes-backups-fsn1"},
+        {"location": "nbg1", "endpoint": "nbg1.your-objectstorage.com", "bucket": "notes-backups-nbg1"},
+    ],
 }
 
 
@@ -42,6 +46,8 @@ def _pulumi_type(attribute: str) -> dict[str, Any]:
         return {"type": "integer"}
     if origin is tuple and typing.get_args(hint) == (str, ...):
         return {"type": "array", "items": {"type": "string"}}
+    if origin is tuple and typing.get_args(hint) == (BackupRepository, ...):
+        return {}  # an array of mappings: an array's items have no map type, so declared without a type
     if origin is Mapping:
         return {}  # no map type in Pulumi.yaml: declared without one
     raise AssertionError(f"StackConfig.{attribute}: no project-file type for {hint}")
@@ -85,6 +91,9 @@ def test_declared_defaults_pass_config_pys_validation() -> None:
         ("proxyCount", 12),  # an integer to the CLI; more than 9 servers to config.py
         ("adminCidrs", ["0.0.0.0/0"]),  # an array of strings to the CLI; SSH open to all to config.py
         ("frontendCidr", "10.10.2.0/24"),  # a string to the CLI; overlaps the backend to config.py
+        ("backupRetentionDays", 90),  # an integer to the CLI; more than 35 days to config.py
+        # Untyped to the CLI; a bucket in Finland to config.py.
+        ("backupRepositories", [{"location": "hel1", "endpoint": "hel1.example.org", "bucket": "b-1"}]),
     ],
 )
 def test_values_the_clis_types_accept_are_still_refused_by_config_py(key: str, value: Any) -> None:

@@ -32,6 +32,10 @@ VALID = {
     "domain": "notes.example.org",
     "sshPublicKeys": [OPS_KEY],
     "adminCidrs": ["198.51.100.7/32"],
+    "backupRepositories": [
+        {"location": "fsn1", "endpoint": "fsn1.your-objectstorage.com", "bucket": "notes-backups-fsn1"},
+        {"location": "nbg1", "endpoint": "nbg1.your-objectstorage.com", "bucket": "notes-backups-nbg1"},
+    ],
 }
 
 
