@@ -52,6 +52,7 @@ def faked_lab(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     monkeypatch.setattr(lifecycle, "is_ready", lambda suite: True)
     monkeypatch.setattr(lifecycle, "ensure_base", called("ensure_base", False))
     monkeypatch.setattr(lifecycle, "start_sentinel", called("start_sentinel"))
+    monkeypatch.setattr(lifecycle, "start_offsite", called("start_offsite"))
     monkeypatch.setattr(lifecycle, "_access", called("_access", False))
     monkeypatch.setattr(lifecycle, "_write_inventory", called("_write_inventory", {}))
     monkeypatch.setattr(lifecycle, "verify_ssh", called("verify_ssh"))

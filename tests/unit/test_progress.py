@@ -23,6 +23,7 @@ UP_STEPS = [
     "base image cached (debian trixie)",
     "building the networks and the containment",
     "starting the sentinel (203.0.113.50)",
+    "starting the off-site backup store (203.0.113.60)",
     "preparing 3 machine disks",
     "starting 3 machines",
     "waiting for 3 machines to boot",
@@ -30,7 +31,7 @@ UP_STEPS = [
     "checking ssh through the jump chain",
 ]
 DOWN_STEPS = [
-    "stopping the machines and the sentinel",
+    "stopping the machines, the sentinel and the off-site store",
     "unmounting the disks and detaching the volume",
     "keeping the packages the machines downloaded for the next lab",
     "removing the networks and the containment",

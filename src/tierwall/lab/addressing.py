@@ -14,6 +14,9 @@ Names (stable; the tests, the segregation prober and ``down`` rely on them):
                         holds the mirror's or a resolver's address.
 * ``tw-sentinel``       network namespace of the sentinel host, 203.0.113.50, plain listeners on
                         TCP 80 and 443: it stands for "the rest of the internet".
+* ``tw-offsite``        network namespace of the off-site backup store, 203.0.113.60: an S3
+                        endpoint (TLS on 443) standing for the repositories in the two German
+                        locations (tierwall.lab.offsite).
 * ``tw-switch``         network namespace holding the private bridges ``br-frontend`` and
                         ``br-backend``; the root namespace has no interface on them at all.
 * ``tw-<host>``         network namespace of machine ``<host>`` (e.g. ``tw-db-1``).
@@ -35,6 +38,8 @@ OPERATOR = ipaddress.IPv4Address("203.0.113.1")  # root namespace, gateway of th
 SENTINEL = ipaddress.IPv4Address("203.0.113.50")
 SENTINEL_NS = "tw-sentinel"
 SENTINEL_PORTS = (80, 443)
+OFFSITE = ipaddress.IPv4Address("203.0.113.60")
+OFFSITE_NS = "tw-offsite"
 SWITCH_NS = "tw-switch"
 NS_PREFIX = "tw-"
 ROOT_VETH_PREFIX = "twi-"
@@ -79,7 +84,11 @@ HOST_PACKAGES = {
     "ssh-keygen": "openssh-client",
     "losetup": "mount",
     "nsenter": "util-linux",
+    # TLS in front of the off-site store's S3 server; run only inside its namespace.
+    "nginx": "nginx-light",
 }
+# Installed for the lab's own use: their Debian units must not serve the machine itself.
+HOST_SERVICES_OFF = ("nginx.service",)
 
 IFACE = {"public": "eth-public", "frontend": "eth-frontend", "backend": "eth-backend"}
 SWITCH_PREFIX = {"frontend": "f-", "backend": "b-"}

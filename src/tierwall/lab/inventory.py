@@ -10,6 +10,8 @@ shape and jump chain as for Hetzner) plus lab-only variables:
 * ``tierwall_lab_image``        the stack image the machines run (``debian-12`` or ``debian-13``;
   ``TIERWALL_LAB_IMAGE`` when ``up`` built them), also the lab's stack config's ``image``
 * ``tierwall_volume_device``    (db hosts) the block device of the db's volume
+* ``tierwall_lab_offsite``      the off-site backup store (203.0.113.60), whose address the
+  proxies' ``backup_relay_endpoint_addresses`` give for the lab's repository endpoints
 * ``postgresql_encryption_backend: fscrypt`` (the db group) instead of the role's default, LUKS:
   the lab's machines have no device-mapper, so LUKS cannot be opened there
 
@@ -31,8 +33,9 @@ import yaml
 
 from tierwall.config import UPGRADE_ONLY_IMAGES, StackConfig, parse_config
 from tierwall.inventory import OPS_USER, VERIFY_USER, Access, build_inventory, write_inventory
-from tierwall.lab.addressing import OPERATOR, SENTINEL, SENTINEL_NS, netns, proxy_public
+from tierwall.lab.addressing import OFFSITE, OFFSITE_NS, OPERATOR, SENTINEL, SENTINEL_NS, netns, proxy_public
 from tierwall.lab.image import requested_image
+from tierwall.lab.offsite import CA_FILE as OFFSITE_CA_FILE
 from tierwall.lab.state import State
 from tierwall.lab.system import LabError, run
 from tierwall.paths import LAB_CONFIG, LAB_DIR
@@ -150,6 +153,12 @@ def lab_inventory(
         verify_keys=(verify_key,) if verify_key else (),
         ssh_user=VERIFY_USER if verify else OPS_USER,
         become=not verify,
+        # The off-site store's CA is where this clone's lab keeps it (TIERWALL_LAB_DIR may move it).
+        backup_repositories=tuple(
+            dataclasses.replace(r, ca_file=str(OFFSITE_CA_FILE) if r.ca_file else "")
+            for r in config.backup_repositories
+        ),
+        backup_retention_days=config.backup_retention_days,
     )
     inventory = build_inventory(topology, access)
     all_vars = inventory["all"]["vars"]
@@ -158,10 +167,17 @@ def lab_inventory(
     all_vars["tierwall_lab_namespaces"] = {
         **{h.name: netns(h.name) for h in topology.hosts},
         "sentinel": SENTINEL_NS,
+        "offsite": OFFSITE_NS,
     }
+    all_vars["tierwall_lab_offsite"] = str(OFFSITE)
     all_vars["tierwall_dns_resolvers"] = list(dns)
     all_vars["tierwall_lab_image"] = config.image
     inventory["all"]["children"][DB]["vars"] = dict(LAB_DB_VARS)
+    # The lab's repository endpoints are known to no DNS: the proxies' relay reaches them at the
+    # off-site store's address.
+    inventory["all"]["children"][PROXY]["vars"] = {
+        "backup_relay_endpoint_addresses": {r.endpoint: str(OFFSITE) for r in config.backup_repositories}
+    }
     if state:
         for host in topology.hosts_in(DB):
             device = state.volume.get(host.name)

@@ -29,10 +29,12 @@ from pathlib import Path
 import yaml
 
 from tierwall.inventory import write_inventory
-from tierwall.lab import machines, network, packages, snapshot
+from tierwall.lab import machines, network, offsite, packages, snapshot
 from tierwall.lab.addressing import (
     INTERNET_BRIDGE,
     NFT_TABLE,
+    OFFSITE,
+    OFFSITE_NS,
     ROOT_VETH_PREFIX,
     RUN_DIR,
     SENTINEL,
@@ -60,7 +62,7 @@ from tierwall.progress import step
 from tierwall.topology import DB, PROXY, Topology
 
 PREUP_SNAPSHOT = LAB_DIR / "preup-snapshot.json"
-_OUR_NETNS = re.compile(r"^tw-(switch|sentinel|(proxy|app|db)-\d+)$")
+_OUR_NETNS = re.compile(r"^tw-(switch|sentinel|offsite|(proxy|app|db)-\d+)$")
 
 
 # -- up ------------------------------------------------------------------------------------------
@@ -114,6 +116,8 @@ def up(rebuild_base: bool = False, apps: int | None = None) -> int:
         network.build_network(state, topology)
     with step(f"starting the sentinel ({SENTINEL})"):
         start_sentinel(state)
+    with step(f"starting the off-site backup store ({OFFSITE})"):
+        start_offsite(state, config)
     with step(f"preparing {len(names)} machine disks"):
         for host in topology.hosts:
             fresh = machines.mount_overlay(state, host.name)
@@ -241,6 +245,20 @@ def start_sentinel(state: State) -> None:
     raise LabError("the sentinel's listeners did not start")
 
 
+def start_offsite(state: State, config) -> None:
+    """The S3 endpoint the lab stack's backup repositories name, with their buckets."""
+    repositories = config.backup_repositories
+    endpoints = sorted({r.endpoint for r in repositories})
+    offsite.start(state, endpoints, [r.bucket for r in repositories], config.backup_retention_days)
+
+
+def process_needle(name: str) -> str:
+    """What the command line of the lab's process ``name`` (a key of ``state.pids``) shows."""
+    if name.startswith("sentinel-"):
+        return "http.server"
+    return offsite.PROCESSES.get(name, "systemd-nspawn")
+
+
 # -- restart -------------------------------------------------------------------------------------
 
 
@@ -290,8 +308,11 @@ def health(state: State, topology: Topology) -> list[str]:
     for device, backing in state.loops.items():
         if backing not in run(["losetup", "-n", "-O", "BACK-FILE", device], check=False).stdout:
             problems.append(f"{device} is not attached to {backing}")
+    for name in offsite.PROCESSES:
+        if name not in state.pids:
+            problems.append(f"{name} was never started")
     for name, pid in state.pids.items():
-        needle = "http.server" if name.startswith("sentinel-") else "systemd-nspawn"
+        needle = process_needle(name)
         if not machines.pid_alive(pid, needle):
             problems.append(f"{name} (pid {pid}) is not running")
         elif needle == "systemd-nspawn":
@@ -323,6 +344,9 @@ def status() -> int:
         f"  {'sentinel':8} {'listening' if alive else 'down':9} ns {SENTINEL_NS:12} public {SENTINEL} "
         f"tcp {', '.join(map(str, SENTINEL_PORTS))}"
     )
+    alive = all(machines.pid_alive(state.pids.get(n), needle) for n, needle in offsite.PROCESSES.items())
+    state_word = "listening" if alive else "down"
+    print(f"  {'offsite':8} {state_word:9} ns {OFFSITE_NS:12} public {OFFSITE} tcp 443 (S3 for the backups)")
     problems = health(state, topology)
     for problem in problems:
         print(f"  problem: {problem}")
@@ -377,11 +401,12 @@ def _our_loops() -> dict[str, str]:
 
 def teardown(state: State, keep_data: bool) -> None:
     """Remove what the lab created: processes, mounts, loop devices, network, files."""
-    with step("stopping the machines and the sentinel"):
-        machines.stop_all({n: p for n, p in state.pids.items() if not n.startswith("sentinel-")})
-        for name, pid in state.pids.items():
-            if name.startswith("sentinel-") and machines.pid_alive(pid, "http.server"):
-                os.kill(pid, signal.SIGTERM)
+    with step("stopping the machines, the sentinel and the off-site store"):
+        side = {n: process_needle(n) for n in state.pids if process_needle(n) != "systemd-nspawn"}
+        machines.stop_all({n: p for n, p in state.pids.items() if n not in side})
+        for name, needle in side.items():
+            if machines.pid_alive(state.pids[name], needle):
+                os.kill(state.pids[name], signal.SIGTERM)
         left = machines.kill_strays()
         if left:
             log(f"processes that would not die: {left}")
@@ -416,6 +441,6 @@ def teardown(state: State, keep_data: bool) -> None:
             with contextlib.suppress(OSError):
                 RUN_DIR.parent.rmdir()  # /var/lib/tierwall, when nothing else of ours is in it
         (RUN_DIR / "state.json").unlink(missing_ok=True)
-    for leftover in (SWITCH_NS, SENTINEL_NS):
+    for leftover in (SWITCH_NS, SENTINEL_NS, OFFSITE_NS):
         if network.netns_exists(leftover):
             raise LabError(f"could not remove namespace {leftover}")

@@ -25,6 +25,8 @@ from tierwall.lab.addressing import (
     INTERNET_CIDR,
     MIRROR,
     NFT_TABLE,
+    OFFSITE,
+    OFFSITE_NS,
     OPERATOR,
     ROOT_VETH_PREFIX,
     SENTINEL,
@@ -191,6 +193,10 @@ def build_network(state: State, topology: Topology) -> None:
     # Sentinel.
     _add_netns(state, SENTINEL_NS)
     _public_veth(state, SENTINEL_NS, "sentinel", f"{SENTINEL}/{INTERNET_CIDR.prefixlen}", gateway=False)
+
+    # The off-site backup store, another host of the lab's "internet".
+    _add_netns(state, OFFSITE_NS)
+    _public_veth(state, OFFSITE_NS, "offsite", f"{OFFSITE}/{INTERNET_CIDR.prefixlen}", gateway=False)
 
     # Machines.
     for host in topology.hosts:

@@ -7,8 +7,9 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from tierwall.lab.addressing import HOST_PACKAGES
+from tierwall.lab.addressing import HOST_PACKAGES, HOST_SERVICES_OFF
 
 
 class LabError(RuntimeError):
@@ -57,3 +58,7 @@ def ensure_host_packages() -> None:
     subprocess.run(
         ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, env=env
     )
+    if shutil.which("systemctl") and Path("/run/systemd/system").is_dir():
+        # Debian starts nginx on all of this machine's addresses at installation, the lab's
+        # "internet" bridge included; the lab runs its own instance in a namespace instead.
+        run(["systemctl", "disable", "--now", *HOST_SERVICES_OFF], check=False)
