@@ -59,7 +59,7 @@ def ensure_certificates(endpoints: Sequence[str]) -> None:
         digital_signature=False, content_commitment=False, key_encipherment=False, data_encipherment=False,
         key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
     )  # fmt: skip
-    if not (CA_FILE.exists() and _CA_KEY.exists()):
+    if not (CA_FILE.exists() and _CA_KEY.exists() and _has_key_identifier(CA_FILE)):
         ca_key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tierwall lab off-site store CA")])
         ca = (
@@ -72,6 +72,7 @@ def ensure_certificates(endpoints: Sequence[str]) -> None:
             .not_valid_after(now + datetime.timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(_CA_USAGE, critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
         _write_private(_CA_KEY, ca_key.private_bytes(
@@ -93,12 +94,26 @@ def ensure_certificates(endpoints: Sequence[str]) -> None:
         .not_valid_after(now + datetime.timedelta(days=90))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(e) for e in endpoints]), critical=False)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        # Python 3.13's default TLS context (VERIFY_X509_STRICT) wants the key identifiers, which
+        # public CAs set.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False
+        )
         .sign(signer, hashes.SHA256())
     )
     _write_private(_WORK / "server.key", key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ))  # fmt: skip
     (_WORK / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _has_key_identifier(path: Path) -> bool:
+    """False for a CA made before its certificates carried key identifiers: it is made anew."""
+    from cryptography import x509
+
+    extensions = x509.load_pem_x509_certificate(path.read_bytes()).extensions
+    return any(isinstance(e.value, x509.SubjectKeyIdentifier) for e in extensions)
 
 
 def _write_private(path: Path, data: bytes) -> None:

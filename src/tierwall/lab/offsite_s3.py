@@ -68,13 +68,14 @@ def read(bucket: str, key: str, version: str = "") -> dict:
     return {"size": len(body), "text": body.decode("latin-1")}
 
 
-def attack(bucket: str, key: str, version: str, access_key: str, secret_key: str) -> dict:
-    """What a compromised db can try with its own credentials against one stored version:
-    delete that version, delete the object, overwrite it. Each outcome is reported."""
+def attack(bucket: str, key: str, version: str, access_key: str, secret_key: str, tries: list[str]) -> dict:
+    """What a compromised db can try with its own credentials against one stored version: delete
+    that version (also claiming to bypass a governance lock), delete the object, overwrite it.
+    Runs the ``tries`` named, in that order; each outcome is reported."""
     from botocore.exceptions import ClientError
 
     s3 = client(access_key, secret_key)
-    tries: dict[str, Callable[[], object]] = {
+    attempts: dict[str, Callable[[], object]] = {
         "delete_version": lambda: s3.delete_object(Bucket=bucket, Key=key, VersionId=version),
         "delete_version_bypassing_governance": lambda: s3.delete_object(
             Bucket=bucket, Key=key, VersionId=version, BypassGovernanceRetention=True
@@ -83,13 +84,19 @@ def attack(bucket: str, key: str, version: str, access_key: str, secret_key: str
         "overwrite_object": lambda: s3.put_object(Bucket=bucket, Key=key, Body=b"overwritten by the db"),
     }
     outcomes = {}
-    for name, attempt in tries.items():
+    for name in tries:
         try:
-            attempt()
+            attempts[name]()
             outcomes[name] = "done"
         except ClientError as exc:
             outcomes[name] = f"refused: {exc.response['Error']['Code']}"
     return outcomes
+
+
+def put(bucket: str, key: str, body: str, access_key: str, secret_key: str) -> dict:
+    """Write an object with the given credentials; its version id."""
+    answer = client(access_key, secret_key).put_object(Bucket=bucket, Key=key, Body=body.encode())
+    return {"version": answer["VersionId"]}
 
 
 def undelete(bucket: str, key: str) -> dict:
@@ -108,6 +115,7 @@ ACTIONS: dict[str, Callable[..., dict]] = {
     "versions": versions,
     "read": read,
     "attack": attack,
+    "put": put,
     "undelete": undelete,
 }
 
