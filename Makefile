@@ -164,6 +164,14 @@ mutate-live: deps
 	@mkdir -p $(REPORTS)
 	$(BIN)/tierwall mutate --lab --layer live -o $(REPORTS)/mutations-live.json $(MUTATE_BASELINE)
 
+# restore-drill.yml on the converged lab: every repository restored to a point in time on the
+# first app server, checked and removed (the live suites run it too: tests/lab/test_restore_drill.py).
+.PHONY: drill
+## drill: the restore drill on the lab: every backup repository restored to a point in time; report in .lab/reports
+drill: deps
+	@mkdir -p $(REPORTS)
+	$(BIN)/ansible-playbook -i $(INVENTORY) ansible/playbooks/restore-drill.yml
+
 # The lifecycle suite runs after the other live suites (it rebuilds the machines) and before the
 # audit, so its evidence reaches the report too: --suites test refuses to report without it.
 ## test: what CI runs: lint, unit, integration, mutate, the live suites and mutations, lifecycle, the audit
@@ -207,7 +215,7 @@ trixie-configs: deps
 lab: MARKS_PRE := -m "control and not trixie_tree"
 lab: MARKS_LIVE := control and not lab_lifecycle
 lab: deps apt-deps
-	@mkdir -p $(REPORTS); rm -f $(REPORTS)/*.xml $(REPORTS)/segregation.json $(REPORTS)/report.*
+	@mkdir -p $(REPORTS); rm -f $(REPORTS)/*.xml $(REPORTS)/segregation.json $(REPORTS)/report.* $(REPORTS)/*-drill.*
 	@started=$$(date +%s); status=0; \
 	$(BIN)/tierwall lab up || exit 1; \
 	( $(UNIT); unit=$$?; $(INTEGRATION) && exit $$unit ) > $(REPORTS)/pre-live.log 2>&1 & pre=$$!; \

@@ -34,7 +34,8 @@ def drill(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     api = Api(lab, workdir)
     api.healthy()
     ref, _ = api.client_with_note(f"written before the restore drill {uuid.uuid4().hex}")
-    REPORT.unlink(missing_ok=True)
+    for stale in (REPORT, REPORT.with_suffix(".md")):
+        stale.unlink(missing_ok=True)
     try:
         # The drill's hosts: the live db and the drill host (the first app server).
         converge(lab, "restore-drill.yml", timeout=900, hosts={*lab.names(DB), lab.names(APP)[0]})

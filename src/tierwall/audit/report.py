@@ -200,6 +200,22 @@ def _port_label(probe: dict[str, Any]) -> str:
     return "echo/icmp" if probe["protocol"] == "icmp" else f"{probe['port']}/{probe['protocol']}"
 
 
+def drill_reports(out_dir: Path) -> list[dict[str, Any]]:
+    """The drills' own reports written beside this one (e.g. restore-drill.md with its .json):
+    file name, verdict and when it ran, for the report to link them."""
+    drills = []
+    for markdown in sorted(out_dir.glob("*-drill.md")):
+        evidence = markdown.with_suffix(".json")
+        data = json.loads(evidence.read_text()) if evidence.is_file() else {}
+        started = data.get("started_at")
+        drills.append({
+            "file": markdown.name,
+            "passed": data.get("passed"),
+            "started": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds") if started else "",
+        })  # fmt: skip
+    return drills
+
+
 @dataclass(frozen=True)
 class ReportFiles:
     html: Path
@@ -229,6 +245,7 @@ def render(report: Report, out_dir: Path) -> ReportFiles:
         "verdict": report.verdict,
         "provenance": report.provenance,
         "warnings": report.provenance.warnings(),
+        "drills": drill_reports(out_dir),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(out_dir / "report.html", out_dir / "report.md", out_dir / "report.hdf.json")
