@@ -9,6 +9,7 @@ plays only assert and print.
 
 from __future__ import annotations
 
+import io
 import subprocess
 from pathlib import Path
 
@@ -53,11 +54,15 @@ def _run(project: Path, target: str, *extra: str) -> subprocess.CompletedProcess
     )
 
 
-def _vault(project: Path) -> list[str]:
+def _vault(project: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A stack's vault file as an operator completes it: init, then the S3 credentials it supplies."""
     password = str(project / "password")
-    assert (
-        main(["secrets", "init", "prod", "--workdir", str(project), "--vault-password-file", password]) == 0
-    )
+    options = ["prod", "--workdir", str(project), "--vault-password-file", password]
+    assert main(["secrets", "init", *options]) == 0
+    for name, value in (("backup-s3-access-key", "TESTACCESSKEY0000001"),
+                        ("backup-s3-secret-key", "testSecretKey0000000000000000000000000000")):  # fmt: skip
+        monkeypatch.setattr("sys.stdin", io.StringIO(value + "\n"))
+        assert main(["secrets", "set", options[0], name, *options[1:]]) == 0
     return ["-e", f"@{project / 'prod-secrets.vault.yml'}", "--vault-password-file", password]
 
 
@@ -75,8 +80,8 @@ def test_a_stack_without_its_vault_file_is_refused_before_any_host(project: Path
     assert MARK not in done.stdout, "a refused stack must not reach the next play on any host"
 
 
-def test_a_stack_with_its_vault_file_goes_on(project: Path) -> None:
-    done = _run(project, "prod", *_vault(project))
+def test_a_stack_with_its_vault_file_goes_on(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    done = _run(project, "prod", *_vault(project, monkeypatch))
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count(MARK) == 2
 
@@ -94,16 +99,16 @@ def test_a_stack_with_its_vault_file_goes_on(project: Path) -> None:
     ids=["plaintext-vault-variable", "overridden-password", "lab-secrets-dir"],
 )
 def test_a_stack_whose_secret_comes_from_elsewhere_is_refused(
-    project: Path, override: str, named: str
+    project: Path, override: str, named: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    done = _run(project, "prod", *_vault(project), "-e", override)
+    done = _run(project, "prod", *_vault(project, monkeypatch), "-e", override)
     assert done.returncode != 0
     assert named in done.stdout, done.stdout
     assert MARK not in done.stdout
 
 
-def test_no_secret_value_is_printed(project: Path) -> None:
-    extra = _vault(project)
+def test_no_secret_value_is_printed(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = _vault(project, monkeypatch)
     done = _run(project, "prod", *extra, "-e", "tierwall_notes_db_password=plaintext-marker-value", "-v")
     assert done.returncode != 0
     assert "plaintext-marker-value" not in done.stdout + done.stderr
