@@ -10,8 +10,10 @@ Storage); the lab's go here instead, never to a real public address. In network 
   lab stack's ``caFile``). pgBackRest's TLS does not get along with moto's own (werkzeug) TLS.
 
 Each bucket is created as a customer of the provider would create it: versioned, with Object
-Lock on and a default retention in COMPLIANCE mode, so that no credential - the db's included -
-can delete or overwrite a version before its retention ends. The store lives as long as the lab
+Lock on and a default retention in COMPLIANCE mode, so that a stored version can be neither
+deleted nor overwritten before its retention ends. moto falls short of a real object store in two
+ways the tests do not hide: it accepts any credentials (the db's and the owner's are not really
+apart), and it lets any credential shorten a COMPLIANCE retention. The store lives as long as the lab
 (moto keeps nothing on disk); ``tierwall lab down`` ends it.
 """
 
