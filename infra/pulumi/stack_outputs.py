@@ -6,7 +6,8 @@
     networks: {frontend|backend: {id, cidr}},
     hosts: {<host>: {tier, private_ips: {<network>: ip}, public_ipv4, public_ipv6 (proxy only)}},
     db_volume_id, db_volume_linux_device, verify_ssh_public_key ("" when the stack has none),
-    backup_repositories: [{location, endpoint, bucket}] (pgBackRest's repo1, repo2... in order)
+    backup_repositories: [{location, endpoint, bucket, region, ca_file}] (pgBackRest's repo1, repo2...)
+    backup_retention_days: days a full backup and its WAL are kept in every repository
 
 Private addresses are the ones Hetzner reports for each server, not the ones the program asked
 for, so ``tierwall inventory`` (check_outputs_match) notices a stack that drifted from the topology.
@@ -73,9 +74,16 @@ def stack_outputs(
         # The inventory installs it for the verify account; empty: no such account.
         "verify_ssh_public_key": config.verify_ssh_public_key,
         # Where the db's backups go: buckets are no hcloud resource, so the program creates none; the
-        # stack records which ones it was deployed with.
+        # stack records which ones it was deployed with, and `tierwall inventory` reads them here.
         "backup_repositories": [
-            {"location": r.location, "endpoint": r.endpoint, "bucket": r.bucket}
+            {
+                "location": r.location,
+                "endpoint": r.endpoint,
+                "bucket": r.bucket,
+                "region": r.region,
+                "ca_file": r.ca_file,
+            }
             for r in config.backup_repositories
         ],
+        "backup_retention_days": config.backup_retention_days,
     }

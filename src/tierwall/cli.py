@@ -19,6 +19,7 @@ from tierwall.inventory import (
     VERIFY_USER,
     Access,
     InventoryError,
+    backup_from_outputs,
     build_inventory,
     inventory_target,
     load_outputs,
@@ -63,6 +64,7 @@ def _inventory(args: argparse.Namespace) -> int:
             "--verify: the stack has no verify account (its output verify_ssh_public_key is empty); "
             "set tierwall:verifySshPublicKey in the stack file, then pulumi up and converge site.yml"
         )
+    repositories, retention_days = backup_from_outputs(outputs)
     access = Access(
         proxy_public=proxy_public_from_outputs(outputs),
         admin_cidrs=tuple(outputs.get("admin_cidrs", ())),
@@ -74,6 +76,8 @@ def _inventory(args: argparse.Namespace) -> int:
         verify_keys=(verify_key,) if verify_key else (),
         ssh_user=VERIFY_USER if args.verify else OPS_USER,
         become=not args.verify,
+        backup_repositories=repositories,
+        backup_retention_days=retention_days,
     )
     inventory = build_inventory(topology, access)
     if args.output:

@@ -217,6 +217,28 @@ def proxy_public_from_outputs(outputs: Mapping[str, Any]) -> dict[str, str]:
     return result
 
 
+def backup_from_outputs(outputs: Mapping[str, Any]) -> tuple[tuple[BackupRepository, ...], int]:
+    """The backup repositories and retention a stack was deployed with (its outputs
+    ``backup_repositories`` and ``backup_retention_days``), for the inventory."""
+    fix = "run `pulumi up` with this version (it records them), then `pulumi stack output --json` again"
+    raw = outputs.get("backup_repositories")
+    days = outputs.get("backup_retention_days")
+    if not raw or not isinstance(raw, list) or not isinstance(days, int) or isinstance(days, bool):
+        raise InventoryError(f"the outputs name no backup repositories or retention: {fix}")
+    try:
+        repositories = tuple(
+            BackupRepository(
+                location=str(r["location"]), endpoint=str(r["endpoint"]), bucket=str(r["bucket"]),
+                region=str(r.get("region") or r["location"]), ca_file=str(r.get("ca_file") or ""),
+            )
+            for r in raw
+        )  # fmt: skip
+    except (KeyError, TypeError):
+        missing = "output backup_repositories lacks location, endpoint or bucket"
+        raise InventoryError(f"{missing}: {fix}") from None
+    return repositories, days
+
+
 def check_outputs_match(topology: Topology, outputs: Mapping[str, Any]) -> None:
     """The stack's real addresses must be the topology's: the model is the source of truth."""
     hosts = outputs.get("hosts", {})

@@ -16,6 +16,7 @@ from tierwall.config import BackupRepository
 from tierwall.inventory import (
     Access,
     InventoryError,
+    backup_from_outputs,
     backup_repositories_var,
     build_inventory,
     load_outputs,
@@ -214,3 +215,22 @@ def test_a_relative_ca_file_is_resolved_against_the_given_root(tmp_path: Path) -
     (entry,) = backup_repositories_var(REPOSITORIES[1:2], root=tmp_path)
     assert entry["ca_file"] == str(tmp_path / ".lab" / "offsite" / "ca.pem")
     assert Path(entry["ca_file"]).is_absolute()
+
+
+def test_a_stacks_inventory_carries_the_backup_repositories_it_was_deployed_with(tmp_path: Path) -> None:
+    target = tmp_path / "inventory.yml"
+    assert main(["inventory", "--pulumi-outputs", str(OUTPUTS), "-o", str(target)]) == 0
+    all_vars = yaml.safe_load(target.read_text())["all"]["vars"]
+    recorded = load_outputs(OUTPUTS)
+    written = all_vars["tierwall_backup_repositories"]
+    assert [(r["name"], r["endpoint"], r["bucket"], r["region"]) for r in written] == [
+        (f"repo{n}", r["endpoint"], r["bucket"], r["region"])
+        for n, r in enumerate(recorded["backup_repositories"], start=1)
+    ]
+    assert all_vars["tierwall_backup_retention_days"] == recorded["backup_retention_days"]
+
+
+def test_outputs_of_a_stack_deployed_before_backups_are_refused_with_the_fix(outputs: dict[str, Any]) -> None:
+    older = {k: v for k, v in outputs.items() if not k.startswith("backup_")}
+    with pytest.raises(InventoryError, match="pulumi up"):
+        backup_from_outputs(older)

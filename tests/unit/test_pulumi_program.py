@@ -662,6 +662,7 @@ OUTPUT_KEYS = {
     "db_volume_linux_device",
     "verify_ssh_public_key",
     "backup_repositories",
+    "backup_retention_days",
 }
 
 
@@ -683,10 +684,13 @@ def test_outputs_have_the_documented_shape(app_count: int) -> pulumi.Output[None
         assert outputs["admin_cidrs"] == ADMIN_CIDRS, f"{where}: admin_cidrs {outputs['admin_cidrs']}"
         assert type(outputs["app_port"]) is int, f"{where}: app_port {outputs['app_port']!r} is not an int"
         assert outputs["app_port"] == 8443, f"{where}: app_port {outputs['app_port']}"
-        # Where the backups go, without the region or the operator's local CA path.
+        # Where the backups go, as the inventory needs them (the region defaults to the location).
         assert outputs["backup_repositories"] == [
-            {k: r[k] for k in ("location", "endpoint", "bucket")} for r in BACKUP_REPOSITORIES
+            {"location": r["location"], "endpoint": r["endpoint"], "bucket": r["bucket"],
+             "region": r.get("region", r["location"]), "ca_file": r.get("caFile", "")}
+            for r in BACKUP_REPOSITORIES
         ], f"{where}: backup_repositories {outputs['backup_repositories']}"
+        assert outputs["backup_retention_days"] == 7, f"{where}: {outputs['backup_retention_days']}"
         for network in topology.networks:
             exported = outputs["networks"][network.name]
             node = graph.network_by_role(network.name)
@@ -752,9 +756,11 @@ def test_recorded_outputs_fixture_is_a_consistent_prod_stack() -> None:
     # The example stack's repositories, as the program exports them.
     example = load_stack_file(REPO / "Pulumi.example.yaml")
     assert recorded["backup_repositories"] == [
-        {"location": r.location, "endpoint": r.endpoint, "bucket": r.bucket}
+        {"location": r.location, "endpoint": r.endpoint, "bucket": r.bucket, "region": r.region,
+         "ca_file": r.ca_file}
         for r in example.backup_repositories
-    ]
+    ]  # fmt: skip
+    assert recorded["backup_retention_days"] == example.backup_retention_days
     proxy = recorded["hosts"]["proxy-1"]
     assert (proxy["public_ipv4"], proxy["public_ipv6"]) == ("203.0.113.10", "2001:db8::1")
     documentation = [
