@@ -243,3 +243,33 @@ def test_what_the_db_wrote_it_cannot_rewrite(repositories: list[dict[str, Any]])
     assert outcome["delete_version"].startswith("refused"), outcome
     assert _store("read", bucket=bucket, key=key, version=first["version"])["text"] == "written by the db"
     assert _store("read", bucket=bucket, key=key)["text"] == "overwritten by the db"
+
+
+# -- for monitoring ----------------------------------------------------------------------------------------
+
+
+def _metrics(host: Any) -> dict[str, float]:
+    """The backups' state file as name{labels} -> value."""
+    text = host.file("/var/lib/tierwall/metrics/backup.prom").content_string
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}  # fmt: skip
+
+
+@pytest.mark.control("BAK-01")
+def test_the_backups_state_is_exposed_for_monitoring(host: Any, repositories: list[dict[str, Any]]) -> None:
+    """Every few minutes a metrics file says, per repository, that it is sound and when its last full
+    backup ended (within a week and a day: the weekly full's schedule), and that no WAL segment has
+    failed to archive: what monitoring alerts on."""
+    result = host.run("systemctl start tierwall-backup-status.service")
+    assert result.rc == 0, result.stderr
+    metrics = _metrics(host)
+    now = time.time()
+    assert metrics["tierwall_backup_info_ok"] == 1
+    for repo in repositories:
+        label = f'{{repository="{repo["name"]}"}}'
+        assert metrics[f"tierwall_backup_repository_ok{label}"] == 1, repo["name"]
+        assert now - metrics[f"tierwall_backup_last_full_timestamp_seconds{label}"] < 8 * 86400, repo["name"]
+    assert metrics["tierwall_wal_archive_failed_total"] == 0
+    assert metrics["tierwall_wal_archived_total"] > 0
+    timer = host.run("systemctl is-active tierwall-backup-status.timer")
+    assert timer.stdout.strip() == "active"
