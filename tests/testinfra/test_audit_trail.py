@@ -72,10 +72,12 @@ def _configuration(host: Any) -> list[str]:
     """The firewall's ruleset as nftables.service loads it; PostgreSQL's clusters' configuration."""
     unit = host.run("systemctl cat nftables.service").stdout
     found = re.findall(r"^ExecStart=\S*nft -f (\S+)$", unit, re.M)
+    # Every cluster's: the db has one; the restore drill's host has PostgreSQL's tools but none.
     clusters = host.run("pg_lsclusters -h")
     if clusters.rc == 0:
-        version, cluster = clusters.stdout.split()[:2]
-        found.append(f"/etc/postgresql/{version}/{cluster}/postgresql.conf")
+        for line in clusters.stdout.splitlines():
+            version, cluster = line.split()[:2]
+            found.append(f"/etc/postgresql/{version}/{cluster}/postgresql.conf")
     return found
 
 
