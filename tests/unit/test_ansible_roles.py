@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 import yaml
 
@@ -102,6 +103,18 @@ def test_templates_start_with_the_ansible_managed_header(role: Path) -> None:
     for template in sorted((role / "templates").glob("*.j2")):
         head = "\n".join(template.read_text().splitlines()[:3])
         assert "{{ ansible_managed }}" in head, f"{role.name}: {template.name} lacks the header"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=[r.name for r in ROLES])
+def test_templates_are_valid_jinja(role: Path) -> None:
+    """Every template parses as Jinja (a file that embeds braces of its own, such as a Python
+    f-string or JSON, must mark them raw): a syntax error would otherwise first show on a host."""
+    environment = jinja2.Environment(extensions=["jinja2.ext.do"])
+    for template in sorted((role / "templates").glob("*.j2")):
+        try:
+            environment.parse(template.read_text())
+        except jinja2.TemplateSyntaxError as exc:
+            pytest.fail(f"{role.name}: {template.name} line {exc.lineno}: {exc.message}")
 
 
 @pytest.mark.skipif(not (VENV_BIN / "ansible-playbook").exists(), reason="ansible-playbook is not in .venv")
