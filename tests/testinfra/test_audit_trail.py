@@ -61,10 +61,12 @@ def _key_material(host: Any) -> list[str]:
     found = [f"{TLS_KEYS}/{name}" for name in host.run("ls %s", TLS_KEYS).stdout.split()]
     unit = host.run("systemctl cat tierwall-notes.service")
     found += re.findall(r"^LoadCredential=[^:\s]+:(\S+)$", unit.stdout, re.M) if unit.rc == 0 else []
+    # Every cluster's volume: the db's one; the restore drill's host lists none.
     clusters = host.run("pg_lsclusters -h")
     if clusters.rc == 0:
-        data = clusters.stdout.split()[5]
-        found.append(host.run("findmnt -nro SOURCE --target %s", data).stdout.strip())
+        for line in clusters.stdout.splitlines():
+            data = line.split()[5]
+            found.append(host.run("findmnt -nro SOURCE --target %s", data).stdout.strip())
     return found
 
 
