@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import tempfile
 import time
 import uuid
@@ -68,17 +67,16 @@ from _common import (
     write_report,
 )
 from baseline import contained
+from database import PgHba
 from edge import (
     CA,
-    OVERRIDES,
     TOKEN_FILE,
     WARMUP_SECONDS,
-    HostsFile,
     Result,
     Site,
-    converge_edge,
+    edge_site,
     ensure_wrk,
-    limit_lines,
+    loaded_site,
     wrk,
 )
 
@@ -114,7 +112,6 @@ DRILL_PLAYBOOK = REPO / "ansible" / "playbooks" / "restore-drill.yml"
 DRILL_REPORT = LAB_DIR / "reports" / "restore-drill.json"
 DRILL_TIMEOUT = 3600
 BACKUP_TIMEOUT = 7200
-RAISED_RATE = str(OVERRIDES["nginx_rate_limit_rate"])  # the proxy shows it while the limits are raised
 
 
 def q(value: object) -> str:
@@ -239,72 +236,10 @@ def new_fulls(stanza: dict[str, Any], known: set[tuple[int, str]], what: str) ->
     return found
 
 
-class ReplicationLine:
-    """The live pg_hba.conf with a temporary replication line for pg_basebackup, before the final
-    reject lines; restored byte-identical and reloaded (bench/database.py's way, on the path the
-    running cluster names)."""
-
-    def __init__(self, db: Db) -> None:
-        self.db = db
-        self.digest: str | None = None
-
-    def fingerprint(self) -> str:
-        path = q(self.db.hba_file)
-        return self.db.sh(f"sha256sum {path} | cut -d' ' -f1; stat -c '%a %U %G %s' {path}")
-
-    def recover(self) -> None:
-        """After an interrupted run: put back the backup if the live file still has the bench line."""
-        path = q(self.db.hba_file)
-        restored = self.db.sh(
-            f"""
-if test -e {HBA_BACKUP}; then
-  if grep -qF {q(HBA_MARKER)} {path}; then cp -p {HBA_BACKUP} {path}; echo restored; fi
-  rm -f {HBA_BACKUP}
-fi
-"""
-        )
-        if "restored" in restored:
-            print(f"recovered {self.db.hba_file} from an interrupted run's backup")
-            self.reload()
-
-    def add(self) -> None:
-        path = q(self.db.hba_file)
-        self.db.sh(f"cp -p {path} {HBA_BACKUP}")
-        self.digest = self.fingerprint()
-        self.db.sh(
-            f"""
-line={q(HBA_LINE)}
-new=$(mktemp)
-awk -v l="$line" '!done && $1 == "local" && $2 == "all" && $3 == "all" && $4 == "reject" {{
-  print "{HBA_MARKER}"; print l; done = 1 }} {{ print }}' {path} > "$new"
-grep -qxF "$line" "$new" || {{
-  rm -f "$new"; echo "no final reject lines in {self.db.hba_file}" >&2; exit 1
-}}
-cat "$new" > {path}
-rm -f "$new"
-"""
-        )
-        self.reload()
-
-    def reload(self) -> None:
-        errors = self.db.psql(
-            "SELECT pg_reload_conf();\nSELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL;"
-        )
-        if errors.split()[-1] != "0":
-            raise BenchError(f"pg_hba.conf has errors after the reload: {errors}")
-
-    def restore(self) -> None:
-        if self.digest is None:
-            return
-        self.db.sh(f"cp -p {HBA_BACKUP} {q(self.db.hba_file)}")
-        self.reload()
-        after = self.fingerprint()
-        if after != self.digest:
-            raise BenchError(
-                f"pg_hba.conf is not what it was: {self.digest!r} != {after!r}; "
-                f"the original is kept in {HBA_BACKUP} on {self.db.host}"
-            )
-        self.db.sh(f"rm -f {HBA_BACKUP}")
+def replication_line(db: Db) -> PgHba:
+    """pg_hba.conf with a temporary replication line for pg_basebackup (bench/database.py's PgHba,
+    on the path the running cluster names; containment re-checked before each command)."""
+    return PgHba(db.sh, db.psql, HBA_LINE, db.host, path=db.hba_file, backup=HBA_BACKUP, marker=HBA_MARKER)
 
 
 # -- 1. data ----------------------------------------------------------------------------------------
@@ -314,7 +249,7 @@ def drop_bench(db: Db) -> None:
     db.psql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE);")
 
 
-def clear_leftovers(db: Db, hba: ReplicationLine) -> None:
+def clear_leftovers(db: Db, hba: PgHba) -> None:
     """What an interrupted run left: this script's database, pg_hba line and pg_basebackup copy."""
     hba.recover()
     db.sh(f"rm -rf {BASEBACKUP_DIR}")
@@ -422,7 +357,7 @@ def full_backup(db: Db) -> dict[str, Any]:
 # -- 3. pg_basebackup, for comparison ----------------------------------------------------------------
 
 
-def basebackup(db: Db, hba: ReplicationLine, cluster_bytes: int) -> dict[str, Any]:
+def basebackup(db: Db, hba: PgHba, cluster_bytes: int) -> dict[str, Any]:
     free = db.free_mb("/run")
     needed = int(mb(cluster_bytes) * 1.1) + 256
     print(f"   /run on {db.host}: {free} MB free, the copy needs ~{needed} MB")
@@ -509,22 +444,6 @@ def wait_backup(db: Db) -> dict[str, str]:
     return db.unit()
 
 
-def edge_site(lab: Lab, workdir: Path) -> Site:
-    """The public site as bench/edge.py loads it: from the sentinel, through the first proxy."""
-    proxy, app = lab.first("proxy"), lab.first("app")
-    return Site(
-        lab=lab,
-        proxy=proxy,
-        sentinel_ns=lab.namespace("sentinel"),
-        proxy_ns=lab.namespace(proxy),
-        domain=str(lab.vars["tierwall_domain"]),
-        public_address=str(lab.hosts[proxy]["tierwall_public_address"]),
-        direct_base=f"https://{lab.address(app, 'frontend')}:{lab.ports['app']}",
-        token=TOKEN_FILE.read_text().strip(),
-        workdir=workdir,
-    )
-
-
 def authenticated(path: str) -> bool:
     return not path.endswith("/healthz")  # bench/edge.py's rule: every other path carries the token
 
@@ -562,73 +481,14 @@ def measure_load(db: Db, site: Site, args: argparse.Namespace, client: str) -> d
 
 
 def load_during_backup(db: Db, args: argparse.Namespace) -> dict[str, Any]:
-    """bench/edge.py's setup around :func:`measure_load`, and its cleanup in any case."""
+    """:func:`measure_load` on the site bench/edge.py prepares and puts back (its loaded_site),
+    with containment re-checked before every step that sends."""
     workdir = Path(tempfile.mkdtemp(prefix="tierwall-bench-backups-"))
     site = edge_site(db.lab, workdir)
-    hosts = HostsFile(site.sentinel_ns, f"{site.public_address} {site.domain}")
     client = f"bench-{uuid.uuid4().hex[:16]}"
-    state = {"client": False, "overridden": False}
-    before = ""  # the proxy's limit lines before the run
-
-    def handover() -> None:
-        if state["client"]:
-            contained(db.bastion)
-            status, _ = site.curl(
-                site.sentinel_ns, "POST", site.public_base + "/client/handover", site.auth_headers(client)
-            )
-            if status != 200:
-                raise BenchError(f"the handover of the bench client {client} answered {status}")
-
-    def restore_limits() -> None:
-        if not state["overridden"]:
-            return
-        print("restoring the proxy's limits (edge.yml without overrides)")
-        contained(db.bastion)
-        converge_edge([])
-        contained(db.bastion)
-        after = limit_lines(site)
-        if RAISED_RATE in after or (RAISED_RATE not in before and after != before):
-            raise BenchError(f"the proxy's limit lines differ from before the run:\n{before}\n---\n{after}")
-
-    try:
-        contained(db.bastion)
-        before = limit_lines(site)
-        if RAISED_RATE in before:
-            print("warning: the proxy still has a bench run's limits; they are restored at the end")
-        hosts.create()
-        if authenticated(args.path):
-            contained(db.bastion)
-            site.require_created(
-                "PUT", "/client", client, {"name": "tierwall bench client"}, "registering the bench client"
-            )
-            state["client"] = True
-            contained(db.bastion)
-            site.require_created(
-                "POST", "/client/notes", client, {"text": "A note the benchmark reads."}, "writing a note"
-            )
-        overrides = workdir / "overrides.json"
-        overrides.touch(mode=0o600)
-        overrides.write_text(json.dumps(OVERRIDES))
-        print("raising the proxy's limits for the run (edge.yml -e @overrides.json)")
-        state["overridden"] = True
-        contained(db.bastion)
-        converge_edge(["-e", f"@{overrides}"])
-        contained(db.bastion)
-        if f"rate={RAISED_RATE}" not in limit_lines(site):
-            raise BenchError("edge.yml ran with the overrides but the proxy does not show them")
-        measured = measure_load(db, site, args, client)
-    finally:
-        failures = cleanup(
-            [
-                ("hand the bench client over (delete it)", handover),
-                ("restore the proxy's limits", restore_limits),
-                (f"remove {hosts.file}", hosts.remove),
-                (f"remove {workdir}", lambda: shutil.rmtree(workdir)),
-            ]
-        )
-    if failures:
-        raise BenchError("cleanup failed: " + "; ".join(failures))
-    return measured
+    with loaded_site(site, workdir, client, register=authenticated(args.path),
+                     guard=lambda: contained(db.bastion)):  # fmt: skip
+        return measure_load(db, site, args, client)
 
 
 # -- figures ------------------------------------------------------------------------------------------
@@ -754,7 +614,7 @@ def body(args: argparse.Namespace) -> int:
     db = Db(lab=lab, host=lab.first("db"), bastion=bastion, port=int(lab.ports["postgres"]))
     db.discover()
     require_idle(db)
-    hba = ReplicationLine(db)
+    hba = replication_line(db)
     clear_leftovers(db, hba)
     busy = warn_if_busy()
     archiver_before = db.archiver()

@@ -36,6 +36,7 @@ import re
 import secrets
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import mean
@@ -371,51 +372,57 @@ def scram_verifier(password: str, iterations: int = 4096) -> str:
 
 
 class PgHba:
-    """The real pg_hba.conf with one temporary line, restored byte-identical (and reloaded)."""
+    """A live pg_hba.conf with one temporary line before its final reject lines, restored
+    byte-identical (and reloaded). ``sh`` runs a shell script on the db host, ``sql`` runs SQL
+    there as postgres; ``path`` is the file the running cluster reads, ``backup`` where the
+    original waits meanwhile, ``marker`` the comment that tells the temporary line apart."""
 
-    def __init__(self, lab: Lab, db: str, line: str) -> None:
-        self.lab, self.db, self.line = lab, db, line
+    def __init__(
+        self, sh: Callable[[str], str], sql: Callable[[str], str], line: str, host: str, *,
+        path: str = PG_HBA, backup: str = PG_HBA_BACKUP, marker: str = MARKER,
+    ) -> None:  # fmt: skip
+        self.sh, self.sql, self.line, self.host = sh, sql, line, host
+        self.path, self.backup, self.marker = path, backup, marker
         self.digest: str | None = None
 
-    def fingerprint(self, path: str = PG_HBA) -> str:
-        return self.lab.ssh(self.db, f"sha256sum {q(path)} | cut -d' ' -f1; stat -c '%a %U %G %s' {q(path)}")
+    def fingerprint(self) -> str:
+        return self.sh(f"sha256sum {q(self.path)} | cut -d' ' -f1; stat -c '%a %U %G %s' {q(self.path)}")
 
     def recover(self) -> None:
         """After an interrupted run: put back the backup if the live file still has the bench line."""
-        restored = self.lab.ssh(
-            self.db,
+        path = q(self.path)
+        restored = self.sh(
             f"""
-if test -e {PG_HBA_BACKUP}; then
-  if grep -qF {q(MARKER)} {PG_HBA}; then cp -p {PG_HBA_BACKUP} {PG_HBA}; echo restored; fi
-  rm -f {PG_HBA_BACKUP}
+if test -e {self.backup}; then
+  if grep -qF {q(self.marker)} {path}; then cp -p {self.backup} {path}; echo restored; fi
+  rm -f {self.backup}
 fi
-""",
+"""
         )
         if "restored" in restored:
-            print(f"recovered {PG_HBA} from an interrupted run's backup")
+            print(f"recovered {self.path} from an interrupted run's backup")
             self.reload()
 
     def add(self) -> None:
-        self.lab.ssh(self.db, f"cp -p {PG_HBA} {PG_HBA_BACKUP}")
+        path = q(self.path)
+        self.sh(f"cp -p {path} {self.backup}")
         self.digest = self.fingerprint()
-        self.lab.ssh(
-            self.db,
+        self.sh(
             f"""
 line={q(self.line)}
 new=$(mktemp)
 awk -v l="$line" '!done && $1 == "local" && $2 == "all" && $3 == "all" && $4 == "reject" {{
-  print "{MARKER}"; print l; done = 1 }} {{ print }}' {PG_HBA} > "$new"
-grep -qxF "$line" "$new" || {{ rm -f "$new"; echo "no final reject lines in {PG_HBA}" >&2; exit 1; }}
-cat "$new" > {PG_HBA}
+  print "{self.marker}"; print l; done = 1 }} {{ print }}' {path} > "$new"
+grep -qxF "$line" "$new" || {{ rm -f "$new"; echo "no final reject lines in {self.path}" >&2; exit 1; }}
+cat "$new" > {path}
 rm -f "$new"
-""",
+"""
         )
         self.reload()
 
     def reload(self) -> None:
-        errors = self.lab.ssh(
-            self.db,
-            psql("SELECT pg_reload_conf();\nSELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL;"),
+        errors = self.sql(
+            "SELECT pg_reload_conf();\nSELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL;"
         )
         if errors.split()[-1] != "0":
             raise BenchError(f"pg_hba.conf has errors after the reload: {errors}")
@@ -423,15 +430,15 @@ rm -f "$new"
     def restore(self) -> None:
         if self.digest is None:
             return
-        self.lab.ssh(self.db, f"cp -p {PG_HBA_BACKUP} {PG_HBA}")
+        self.sh(f"cp -p {self.backup} {q(self.path)}")
         self.reload()
         after = self.fingerprint()
         if after != self.digest:
             raise BenchError(
                 f"pg_hba.conf is not what it was: {self.digest!r} != {after!r}; "
-                f"the original is kept in {PG_HBA_BACKUP} on {self.db}"
+                f"the original is kept in {self.backup} on {self.host}"
             )
-        self.lab.ssh(self.db, f"rm -f {PG_HBA_BACKUP}")
+        self.sh(f"rm -f {self.backup}")
 
 
 def drop_bench(lab: Lab, db: str) -> None:
@@ -443,7 +450,10 @@ def measure_tls(lab: Lab, db: str, args: argparse.Namespace) -> tuple[list[Figur
     db_address, app_address = lab.address(db, "backend"), lab.address(app, "backend")
     port = lab.ports["postgres"]
     password = secrets.token_urlsafe(24)
-    hba = PgHba(lab, db, f"hostssl  {BENCH}  {BENCH}  {app_address}/32  scram-sha-256")
+    hba = PgHba(
+        lambda script: lab.ssh(db, script), lambda sql: lab.ssh(db, psql(sql)),
+        f"hostssl  {BENCH}  {BENCH}  {app_address}/32  scram-sha-256", db,
+    )  # fmt: skip
     conninfo = (
         f"host={db_address} port={port} dbname={BENCH} user={BENCH} sslmode=verify-full "
         f"sslrootcert={CA} connect_timeout=10"

@@ -28,6 +28,8 @@ import shlex
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -281,15 +283,10 @@ def measure(site: Site, args: argparse.Namespace, client: str) -> tuple[list[Fig
     return figures, results, valid
 
 
-def body(args: argparse.Namespace) -> int:
-    ensure_wrk()
-    for needed in (CA, TOKEN_FILE):
-        if not needed.is_file():
-            raise BenchError(f"{needed} is missing: converge the lab (make converge)")
-    lab = Lab()
+def edge_site(lab: Lab, workdir: Path) -> Site:
+    """The public site as the edge bench loads it: from the sentinel, through the first proxy."""
     proxy, app = lab.first("proxy"), lab.first("app")
-    workdir = Path(tempfile.mkdtemp(prefix="tierwall-bench-edge-"))
-    site = Site(
+    return Site(
         lab=lab,
         proxy=proxy,
         sentinel_ns=lab.namespace("sentinel"),
@@ -300,13 +297,25 @@ def body(args: argparse.Namespace) -> int:
         token=TOKEN_FILE.read_text().strip(),
         workdir=workdir,
     )
+
+
+@contextmanager
+def loaded_site(
+    site: Site, workdir: Path, client: str, register: bool = True, guard: Callable[[], None] = lambda: None
+) -> Iterator[None]:
+    """The public site made ready for a load and put back in any case: the sentinel's hosts entry,
+    the bench client and its note (when ``register``: the measured path carries the token), the
+    proxy's limits raised by edge.yml's overrides; afterwards the client handed over, the limits
+    restored and checked against before, the hosts entry and ``workdir`` removed. ``guard`` runs
+    right before each step that sends to the lab (a bench that re-checks containment)."""
     hosts = HostsFile(site.sentinel_ns, f"{site.public_address} {site.domain}")
-    client = f"bench-{uuid.uuid4().hex[:16]}"
+    raised = str(OVERRIDES["nginx_rate_limit_rate"])
     state = {"client": False, "overridden": False}
     before = ""  # the proxy's limit lines before the run
 
     def handover() -> None:
         if state["client"]:
+            guard()
             status, _ = site.curl(
                 site.sentinel_ns, "POST", site.public_base + "/client/handover", site.auth_headers(client)
             )
@@ -317,39 +326,40 @@ def body(args: argparse.Namespace) -> int:
         if not state["overridden"]:
             return
         print("restoring the proxy's limits (edge.yml without overrides)")
+        guard()
         converge_edge([])
+        guard()
         after = limit_lines(site)
-        if OVERRIDES["nginx_rate_limit_rate"] in after or (
-            OVERRIDES["nginx_rate_limit_rate"] not in before and after != before
-        ):
+        if raised in after or (raised not in before and after != before):
             raise BenchError(f"the proxy's limit lines differ from before the run:\n{before}\n---\n{after}")
 
     try:
+        guard()
         before = limit_lines(site)
-        if OVERRIDES["nginx_rate_limit_rate"] in before:
+        if raised in before:
             print("warning: the proxy still has a bench run's limits; they are restored at the end")
         hosts.create()
-        site.require_created(
-            "PUT", "/client", client, {"name": "tierwall bench client"}, "registering the bench client"
-        )
-        state["client"] = True
-        site.require_created(
-            "POST",
-            "/client/notes",
-            client,
-            {"text": "A note the benchmark reads."},
-            "writing the bench client's note",
-        )
+        if register:
+            guard()
+            site.require_created(
+                "PUT", "/client", client, {"name": "tierwall bench client"}, "registering the bench client"
+            )
+            state["client"] = True
+            guard()
+            site.require_created(
+                "POST", "/client/notes", client, {"text": "A note the benchmark reads."},
+                "writing the bench client's note",
+            )  # fmt: skip
         overrides = workdir / "overrides.json"
         _private(overrides, json.dumps(OVERRIDES))
         print("raising the proxy's limits for the run (edge.yml -e @overrides.json)")
         state["overridden"] = True
+        guard()
         converge_edge(["-e", f"@{overrides}"])
-        if f"rate={OVERRIDES['nginx_rate_limit_rate']}" not in limit_lines(site):
+        guard()
+        if f"rate={raised}" not in limit_lines(site):
             raise BenchError("edge.yml ran with the overrides but the proxy does not show them")
-        busy = warn_if_busy()
-        figures, results, valid = measure(site, args, client)
-        busy += warn_if_busy()
+        yield
     finally:
         failures = cleanup(
             [
@@ -361,6 +371,21 @@ def body(args: argparse.Namespace) -> int:
         )
     if failures:
         raise BenchError("cleanup failed: " + "; ".join(failures))
+
+
+def body(args: argparse.Namespace) -> int:
+    ensure_wrk()
+    for needed in (CA, TOKEN_FILE):
+        if not needed.is_file():
+            raise BenchError(f"{needed} is missing: converge the lab (make converge)")
+    lab = Lab()
+    workdir = Path(tempfile.mkdtemp(prefix="tierwall-bench-edge-"))
+    site = edge_site(lab, workdir)
+    client = f"bench-{uuid.uuid4().hex[:16]}"
+    with loaded_site(site, workdir, client):
+        busy = warn_if_busy()
+        figures, results, valid = measure(site, args, client)
+        busy += warn_if_busy()
     print()
     print_table(figures)
     settings = {"threads": args.threads, "connections": args.connections, "duration_s": args.duration}

@@ -236,13 +236,8 @@ def start_sentinel(state: State) -> None:
         )
         state.pids[f"sentinel-{port}"] = process.pid
         state.save()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        listening = run(["ip", "netns", "exec", SENTINEL_NS, "ss", "-Hltn"]).stdout
-        if all(f"{SENTINEL}:{p} " in listening for p in SENTINEL_PORTS):
-            return
-        time.sleep(0.1)
-    raise LabError("the sentinel's listeners did not start")
+    if not network.listening(SENTINEL_NS, [f"{SENTINEL}:{p}" for p in SENTINEL_PORTS], timeout=10):
+        raise LabError("the sentinel's listeners did not start")
 
 
 def start_offsite(state: State, config) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -123,6 +124,18 @@ def netns_exists(name: str) -> bool:
 def link_exists(name: str, ns: str | None = None) -> bool:
     argv = ["ip", *(["-n", ns] if ns else []), "link", "show", "dev", name]
     return ok(argv)
+
+
+def listening(ns: str, addresses: Sequence[str], timeout: float) -> bool:
+    """Whether TCP listeners on every ``address:port`` of ``addresses`` appear in namespace ``ns``
+    within ``timeout`` seconds (the lab's own services on its "internet": the sentinel, the store)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        bound = run(["ip", "netns", "exec", ns, "ss", "-Hltn"]).stdout
+        if all(f"{address} " in bound for address in addresses):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 # -- building -----------------------------------------------------------------------------------

@@ -24,13 +24,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from tierwall.lab.addressing import OFFSITE, OFFSITE_NS, RUN_DIR
+from tierwall.lab.network import listening
 from tierwall.lab.state import State
-from tierwall.lab.system import LabError, run
+from tierwall.lab.system import LabError
 from tierwall.paths import LAB_DIR
 
 MOTO_PORT = 9000
@@ -188,12 +188,8 @@ def _spawn(state: State, name: str, argv: list[str], env: dict[str, str]) -> Non
 
 
 def _wait_listening(address: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if f"{address} " in run(["ip", "netns", "exec", OFFSITE_NS, "ss", "-Hltn"]).stdout:
-            return
-        time.sleep(0.2)
-    raise LabError(f"the off-site store did not start listening on {address}: see {_WORK}/*.log")
+    if not listening(OFFSITE_NS, [address], timeout):
+        raise LabError(f"the off-site store did not start listening on {address}: see {_WORK}/*.log")
 
 
 # -- the S3 side, from inside the namespace ----------------------------------------------------------
