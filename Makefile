@@ -157,7 +157,7 @@ mutate: deps apt-deps
 # One at a time on the converged lab: each break (patched roles converged, or commands as drift)
 # is applied, its control's live tests must fail, and the lab must come back (a second converge
 # changes nothing; after drift, the tests pass again). Without a baseline each selection first
-# runs once unmutated; make test gives it the parallel pass's results, just taken on this lab.
+# runs once unmutated; make test gives it both passes' results, just taken on this lab.
 .PHONY: mutate-live
 ## mutate-live: break each control on the running lab; its live tests must turn it red, then revert
 mutate-live: deps
@@ -175,7 +175,7 @@ drill: deps
 # The lifecycle suite runs after the other live suites (it rebuilds the machines) and before the
 # audit, so its evidence reaches the report too: --suites test refuses to report without it.
 ## test: what CI runs: lint, unit, integration, mutate, the live suites and mutations, lifecycle, the audit
-test: MUTATE_BASELINE = --baseline $(REPORTS)/live.xml
+test: MUTATE_BASELINE = --baseline $(REPORTS)/live-disruptive.xml --baseline $(REPORTS)/live.xml
 test: lint unit integration mutate live-tests mutate-live lifecycle
 	@rm -f $(REPORTS)/report.*
 	$(AUDIT) --suites test

@@ -29,9 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     mutate.add_argument("--only", action="append", metavar="ID", help="run only this mutation (repeatable)")
     mutate.add_argument("--lab", action="store_true", help="also run the live mutations (needs the lab)")
     mutate.add_argument(
-        "--baseline", type=Path, metavar="JUNIT",
-        help="the live suites' JUnit written on this lab, as the live mutations' baseline "
-        "(default: run each selection once without a mutation)",
+        "--baseline", type=Path, action="append", metavar="JUNIT",
+        help="a live pass's JUnit written on this lab, as the live mutations' baseline; repeat it "
+        "for every pass (default: run each selection once without a mutation)",
     )  # fmt: skip
     mutate.add_argument("--catalogue", default=str(CATALOGUE), metavar="YAML")
     mutate.add_argument("--controls", default=str(REPO / "audit" / "controls.yaml"), metavar="YAML")

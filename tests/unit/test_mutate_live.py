@@ -122,10 +122,10 @@ def test_a_run_that_stops_early_or_exits_non_zero_is_a_problem() -> None:
     assert "exited 1" in live._recaps(quiet, 1)[0].problems
 
 
-def _junit(path: Path, outcome: str) -> Path:
+def _junit(path: Path, outcome: str, name: str = "test_x") -> Path:
     body = "" if outcome == "passed" else f"<{outcome} message='x'/>"
     path.write_text(
-        "<testsuites><testsuite><testcase classname='tests.testinfra.test_base' name='test_x'>"
+        f"<testsuites><testsuite><testcase classname='tests.testinfra.test_base' name='{name}'>"
         f"<properties><property name='control' value='FW-01'/></properties>{body}</testcase>"
         "</testsuite></testsuites>"
     )
@@ -144,18 +144,30 @@ def lab_started(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 def test_a_recorded_baseline_names_what_already_failed(tmp_path: Path, lab_started: list[float]) -> None:
-    baseline = live.recorded_baseline(_junit(tmp_path / "live.xml", "failure"))
+    baseline = live.recorded_baseline([_junit(tmp_path / "live.xml", "failure")])
     assert baseline.returncode == 1
     assert baseline.failing == {"tests/testinfra/test_base.py::test_x"}
+
+
+def test_every_pass_of_a_recorded_baseline_counts(tmp_path: Path, lab_started: list[float]) -> None:
+    """A test only the disruptive pass runs is known to the baseline when both files are given."""
+    disruptive = _junit(tmp_path / "live-disruptive.xml", "passed", "test_drill")
+    parallel = _junit(tmp_path / "live.xml", "passed")
+    baseline = live.recorded_baseline([disruptive, parallel])
+    assert {r.nodeid for r in baseline.run.results} == {
+        "tests/testinfra/test_base.py::test_drill", "tests/testinfra/test_base.py::test_x",
+    }  # fmt: skip
+    assert baseline.returncode == 0
 
 
 def test_a_baseline_older_than_the_lab_is_refused(tmp_path: Path, lab_started: list[float]) -> None:
     junit = _junit(tmp_path / "live.xml", "passed")
     lab_started[0] = junit.stat().st_mtime + 60
     with pytest.raises(live.LabBroken, match="older than the running lab"):
-        live.recorded_baseline(junit)
+        live.recorded_baseline([junit])
+    lab_started[0] = 0.0
     with pytest.raises(live.LabBroken, match="no baseline"):
-        live.recorded_baseline(tmp_path / "missing.xml")
+        live.recorded_baseline([junit, tmp_path / "missing.xml"])
 
 
 def test_a_failure_the_baseline_never_ran_is_not_credited(tmp_path: Path, tests_report: list[str]) -> None:

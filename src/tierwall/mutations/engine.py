@@ -61,10 +61,10 @@ def run_all(
     lab: bool = False,
     jobs: int = 4,
     on_outcome: Callable[[Outcome], None] | None = None,
-    live_baseline: Path | None = None,
+    live_baseline: list[Path] | None = None,
 ) -> list[Outcome]:
     """Every mutation's outcome, in catalogue order. Live mutations run only with ``lab``; their
-    baseline is ``live_baseline`` (the live suites' JUnit from this lab) when given."""
+    baseline is ``live_baseline`` (the live suites' JUnit files from this lab) when given."""
     mutations = list(mutations)
     offline = [m for m in mutations if not m.needs_lab]
     live = [m for m in mutations if m.needs_lab] if lab else []
@@ -97,7 +97,7 @@ def _run_offline(
 
 def _run_live(
     mutations: list[Mutation], controls: tuple[Control, ...], repo: Path, pristine: Path, jobs: int,
-    on_outcome: Callable[[Outcome], None] | None, recorded: Path | None,
+    on_outcome: Callable[[Outcome], None] | None, recorded: list[Path] | None,
 ) -> dict[str, Outcome]:  # fmt: skip
     """The live mutations on the one lab: one break at a time (see tierwall.mutations.live)."""
     from tierwall.mutations.live import Lab, LabBroken, live_tests, recorded_baseline, run_pipeline

@@ -125,23 +125,26 @@ def _tail(done: subprocess.CompletedProcess[str], lines: int = 25) -> str:
     return "\n".join((done.stdout + done.stderr).strip().splitlines()[-lines:])
 
 
-def recorded_baseline(junit: Path) -> TestRun:
+def recorded_baseline(junits: list[Path]) -> TestRun:
     """The live suites' results on this lab as every selection's baseline: the same tests, run
     against the same converged lab just before (make test), instead of each selection again.
-    Refused when the lab was (re)started after the file was written: it would describe other hosts."""
+    Every pass's file counts (the disruptive pass holds tests the parallel pass does not).
+    Refused when the lab was (re)started after a file was written: it would describe other hosts."""
     from tierwall.lab.state import State
 
     state = State.load()
-    if not junit.is_file():
-        raise LabBroken(f"no baseline at {junit}: run the live suites first (make live-passes)")
-    if state is None or state.started_at is None or junit.stat().st_mtime < state.started_at:
-        raise LabBroken(f"{junit} is older than the running lab: run the live suites (make live-passes)")
+    for junit in junits:
+        if not junit.is_file():
+            raise LabBroken(f"no baseline at {junit}: run the live suites first (make live-passes)")
+        if state is None or state.started_at is None or junit.stat().st_mtime < state.started_at:
+            raise LabBroken(f"{junit} is older than the running lab: run the live suites (make live-passes)")
     try:
-        run = read_junit([junit])
+        run = read_junit(junits)
     except JUnitError as exc:
-        raise LabBroken(f"{junit}: {exc}") from None
+        raise LabBroken(str(exc)) from None
     failing = {r.nodeid for r in run.results if r.outcome in (TEST_FAILED, TEST_ERROR)}
-    return TestRun(1 if failing else 0, run, f"recorded in {junit}", 0.0, failing)
+    names = ", ".join(str(j) for j in junits)
+    return TestRun(1 if failing else 0, run, f"recorded in {names}", 0.0, failing)
 
 
 def live_tests(tests: tuple[str, ...], lab: Lab) -> tuple[str, ...]:
