@@ -55,6 +55,14 @@ def test_every_repository_restores_to_the_target_time(lab: Any, drill: dict[str,
 
 
 @pytest.mark.control("BAK-03")
+def test_a_table_dropped_after_the_target_time_is_back_whole(drill: dict[str, Any]) -> None:
+    """The drill drops a table it filled before the target time; every restore has all its rows."""
+    written = drill["dropped_table_rows_written"]
+    assert written > 0
+    assert [r["dropped_table_rows"] for r in drill["repositories"]] == [written] * len(drill["repositories"])
+
+
+@pytest.mark.control("BAK-03")
 def test_the_restored_data_is_sound_and_the_notes_open(drill: dict[str, Any]) -> None:
     """pg_amcheck finds every table and index of every restored database sound, and the app's
     keyring opens every restored note and chat message, at least the one written before the drill."""

@@ -32,6 +32,12 @@ def _restart(args: argparse.Namespace) -> int:
     return restart(args.host)
 
 
+def _replace(args: argparse.Namespace) -> int:
+    from tierwall.lab.lifecycle import replace
+
+    return replace(args.host)
+
+
 def _ssh(args: argparse.Namespace) -> int:
     import yaml
 
@@ -98,3 +104,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     restart.add_argument("host")
     restart.set_defaults(func=_restart)
+    replace = commands.add_parser(
+        "replace",
+        help="lose one machine with its disk (and a db's volume) and boot a fresh one in its place",
+    )
+    replace.add_argument("host")
+    replace.set_defaults(func=_replace)

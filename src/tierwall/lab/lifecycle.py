@@ -59,7 +59,7 @@ from tierwall.lab.state import State
 from tierwall.lab.system import LabError, ensure_host_packages, log, require_root, run
 from tierwall.paths import LAB_DIR
 from tierwall.progress import step
-from tierwall.topology import DB, PROXY, Topology
+from tierwall.topology import DB, PROXY, Host, Topology
 
 PREUP_SNAPSHOT = LAB_DIR / "preup-snapshot.json"
 _OUR_NETNS = re.compile(r"^tw-(switch|sentinel|offsite|(proxy|app|db)-\d+)$")
@@ -261,6 +261,43 @@ def restart(name: str, timeout: float = 60) -> int:
     """Power machine ``name`` off as ``machinectl poweroff`` does and boot it again, keeping its
     overlay, network namespace (addresses, veths) and, for a db, its volume's loop device."""
     started = time.monotonic()
+    state, host = _running_machine(name)
+    _power_off(state, name, timeout)
+    log(f"{name}: powered off; booting it again")
+    _boot(state, host)
+    verify_ssh(yaml.safe_load(INVENTORY.read_text()), only=name)
+    seconds = time.monotonic() - started
+    print(f"{name} restarted in {seconds:.1f} s ({state.boot[name]}, pid {state.pids[name]})")
+    return 0
+
+
+def replace(name: str, timeout: float = 60) -> int:
+    """Lose machine ``name`` and its disk (and, for a db, its volume) for good, then boot a fresh
+    machine from the base image in its place, with the same name, addresses and a new host key:
+    what a Hetzner server rebuilt after its loss looks like to the converge that follows."""
+    started = time.monotonic()
+    state, host = _running_machine(name)
+    _power_off(state, name, timeout)
+    lost = "disk and volume" if host.tier == DB else "disk"
+    with step(f"{name}: throwing its {lost} away"):
+        machines.discard(state, name)
+    with step(f"{name}: a fresh disk from the base image"):
+        machines.mount_overlay(state, name)
+        machines.first_boot_files(host, [state.public_key or ensure_key()], network.resolvers())
+    _boot(state, host)
+    key = state.public_key or ensure_key()
+    config = lab_config(key, state.app_count, state.image, ensure_verify_key())
+    topology = config.topology()
+    with step("writing known_hosts (its new host key) and the inventory (its volume's device)"):
+        write_known_hosts(topology, {h.name: machines.host_public_keys(h.name) for h in topology.hosts})
+        inventory = _write_inventory(config, state, network.resolvers())
+    verify_ssh(inventory, only=name)
+    print(f"{name} replaced by a fresh machine in {time.monotonic() - started:.1f} s ({state.boot[name]})")
+    return 0
+
+
+def _running_machine(name: str) -> tuple[State, Host]:
+    """The up lab's state and its host ``name``, whose disk and namespace are in place."""
     require_root()
     state = State.load()
     if state is None or state.phase != "up":
@@ -273,20 +310,23 @@ def restart(name: str, timeout: float = 60) -> int:
         raise LabError(f"{name}: {machines.rootfs(name)} is not mounted; repair with `tierwall lab up`")
     if not network.netns_exists(netns(name)):
         raise LabError(f"{name}: its namespace {netns(name)} is gone; repair with `tierwall lab up`")
+    return state, host
+
+
+def _power_off(state: State, name: str, timeout: float) -> None:
     pid = state.pids.get(name)
     machines.stop_all({name: pid} if pid else {}, timeout=timeout)
     left = machines.kill_machine_processes(name)
     if left:
         raise LabError(f"{name}: processes that would not die: {left}; repair with `tierwall lab up`")
     machines.remove_machine_cgroups(name)
-    log(f"{name}: powered off; booting it again")
-    device = machines.attach_volume(state, name) if host.tier == DB else None
+
+
+def _boot(state: State, host: Host) -> None:
+    device = machines.attach_volume(state, host.name) if host.tier == DB else None
     pid = machines.start(state, host, device)
-    state.boot[name] = machines.wait_running(name, pid)
+    state.boot[host.name] = machines.wait_running(host.name, pid)
     state.save()
-    verify_ssh(yaml.safe_load(INVENTORY.read_text()), only=name)
-    print(f"{name} restarted in {time.monotonic() - started:.1f} s ({state.boot[name]}, pid {pid})")
-    return 0
 
 
 # -- health and status -------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import contextlib
 import grp
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import time
@@ -167,6 +168,19 @@ def host_public_keys(host: str) -> list[str]:
     path = rootfs(host) / (HOST_KEY_PATH.lstrip("/") + ".pub")
     kind, key = path.read_text().split()[:2]
     return [f"{kind} {key}"]
+
+
+def discard(state: State, host: str) -> None:
+    """Unmount a powered-off machine's disk, detach its volume and delete both: the machine is lost."""
+    merged = rootfs(host)
+    if is_mounted(merged):
+        run(["umount", str(merged)])
+    device = state.volume.pop(host, None)
+    if device:
+        run(["losetup", "-d", device], check=False)
+        state.loops.pop(device, None)
+    state.save()
+    shutil.rmtree(machine_dir(host))
 
 
 # -- volume ----------------------------------------------------------------------------------------
