@@ -28,7 +28,7 @@ REPORTS  := $(LAB)/reports
 # postgresql: the reference app's tests start throwaway clusters of their own (no main cluster is
 # created: see apt-deps).
 APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client util-linux \
-                ca-certificates curl postgresql libpq5 nginx-light testssl.sh rsyslog
+                ca-certificates curl postgresql libpq5 nginx-light testssl.sh rsyslog age
 
 .PHONY: help
 ## help: this list (each target's line is the `## target:` comment above it in this Makefile)
@@ -76,10 +76,11 @@ lab-status: deps
 .PHONY: converge
 # unlock-db.yml first: a db machine that restarted (a repaired lab) boots with its data locked,
 # as on Hetzner; on a new lab it has nothing to unlock and ends at once.
-## converge: unlock-db.yml, then site.yml, on the lab
+## converge: unlock-db.yml, then site.yml, on the lab; then the lab's key escrow (tierwall escrow)
 converge: lab-up
 	$(BIN)/ansible-playbook -i $(INVENTORY) ansible/playbooks/unlock-db.yml
 	$(BIN)/ansible-playbook -i $(INVENTORY) ansible/playbooks/site.yml
+	$(BIN)/tierwall escrow export --lab
 
 # -- tests ----------------------------------------------------------------------------------------
 PYTEST := $(BIN)/pytest -q -p no:cacheprovider
@@ -221,6 +222,7 @@ lab: deps apt-deps
 	( $(UNIT); unit=$$?; $(INTEGRATION) && exit $$unit ) > $(REPORTS)/pre-live.log 2>&1 & pre=$$!; \
 	$(BIN)/ansible-playbook -i $(INVENTORY) ansible/playbooks/unlock-db.yml || status=1; \
 	$(BIN)/ansible-playbook -i $(INVENTORY) ansible/playbooks/site.yml || status=1; \
+	$(BIN)/tierwall escrow export --lab || status=1; \
 	wait $$pre || { status=1; tail -n 30 $(REPORTS)/pre-live.log; }; \
 	grep -E '^[0-9]+ (passed|failed)|(passed|failed|error).* in [0-9.]+s' $(REPORTS)/pre-live.log || true; \
 	$(LIVE_SERIAL) || status=1; \

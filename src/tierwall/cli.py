@@ -14,6 +14,7 @@ from tierwall.audit.evidence import SUITES
 from tierwall.config import ConfigError, load_stack_file
 from tierwall.deploy import register as register_deploy
 from tierwall.errors import report
+from tierwall.escrow import register as register_escrow
 from tierwall.inventory import (
     OPS_USER,
     VERIFY_USER,
@@ -253,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_deploy(sub)
     register_ssh_config(sub)
     register_secrets(sub)
+    register_escrow(sub)
     return parser
 
 

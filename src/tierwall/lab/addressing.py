@@ -86,6 +86,8 @@ HOST_PACKAGES = {
     "nsenter": "util-linux",
     # TLS in front of the off-site store's S3 server; run only inside its namespace.
     "nginx": "nginx-light",
+    # The lab's key escrow (tierwall escrow) encrypts to its recovery key with age.
+    "age": "age",
 }
 # Installed for the lab's own use: their Debian units must not serve the machine itself.
 HOST_SERVICES_OFF = ("nginx.service",)
