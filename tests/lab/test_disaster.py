@@ -31,7 +31,7 @@ from tierwall.topology import DB
 pytestmark = [pytest.mark.lab, pytest.mark.disruptive]
 
 IDENTITY = "SELECT system_identifier, timeline_id FROM pg_control_system(), pg_control_checkpoint()"
-PSQL = "runuser -u postgres -- psql -X -A -t -v ON_ERROR_STOP=1 -d postgres -c"
+PSQL = "sudo -n -u postgres psql -X -A -t -v ON_ERROR_STOP=1 -d postgres -c"
 
 
 def _sql(lab: Any, db: str, query: str) -> str:
