@@ -8,7 +8,7 @@ On a converged lab (``sudo make converge`` first), in one run:
 
 1. data: a database ``bench`` on the db (as postgres over the unix socket, marked by a comment as
    this script's), filled with ``pgbench -i -s <scale>`` (70: about 1 GB) beside the app's own
-   databases. The db's volume is 2 GiB: the load is refused without room for it, checkpoints are
+   databases. The db's volume is 4 GiB: the load is refused without room for it, checkpoints are
    forced while free space runs low and the load is stopped below 200 MB free. Then the time the
    WAL archive takes to catch up, and every database's size;
 2. a full backup now: ``systemctl start tierwall-backup-full.service`` (every repository in turn),
@@ -222,14 +222,16 @@ def new_fulls(stanza: dict[str, Any], known: set[tuple[int, str]], what: str) ->
             raise BenchError(f"{what}: {len(new)} new full backups in repo{key}, not 1")
         backup = new[0]
         seconds = backup["timestamp"]["stop"] - backup["timestamp"]["start"]
-        size = backup["info"]["size"]
+        size, stored = backup["info"]["size"], backup["info"]["repository"]
         found.append(
             {
                 "repository": f"repo{key}",
                 "label": backup["label"],
                 "seconds": seconds,
                 "database_bytes": size,
-                "repository_bytes": backup["info"]["repository"]["size"],
+                # With bundles (and block incremental) pgBackRest reports only what this backup
+                # stored: the delta, which for a full backup is its whole size in the repository.
+                "repository_bytes": stored.get("size", stored["delta"]),
                 "mb_per_s": round(ratio(mb(size), seconds), 1),
             }
         )

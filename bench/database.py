@@ -13,7 +13,7 @@ rest  Encryption at rest: a temporary cluster in a new directory inside the fscr
       deleted after the run. The scale should exceed shared_buffers so the run reads and writes
       through the encrypted files; the host's page cache is dropped before each run. Runs
       alternate (ABBA). Target: encrypted >= 0.9 x plain TPS.
-      The volume is 2 GiB and holds the real data: --max-wal-size (default 256MB) caps the
+      The volume is 4 GiB and holds the real data: --max-wal-size (default 256MB) caps the
       temporary clusters' WAL (both alike), and a run that would not fit is refused.
 tls   TLS from the app server against the local socket, on the real cluster: a temporary role and
       database tierwall_bench, a temporary pg_hba line (hostssl from the app's backend address,

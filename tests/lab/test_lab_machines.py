@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tierwall.lab.addressing import NO_ROUTE_PROBES, SENTINEL_PORTS
+from tierwall.lab.addressing import NO_ROUTE_PROBES, SENTINEL_PORTS, VOLUME_SIZE
 from tierwall.lab.inventory import INVENTORY
 from tierwall.topology import APP, BACKEND, DB, FRONTEND, PROXY
 
@@ -264,4 +264,4 @@ def test_db_has_its_volume(lab):
     device = lab.hosts[db]["tierwall_volume_device"]
     result = lab.ssh(db, f"test -b {device} && sudo blockdev --getsize64 {device}")
     assert result.returncode == 0, result.stderr
-    assert int(result.stdout) == 2 * 1024**3
+    assert int(result.stdout) == VOLUME_SIZE

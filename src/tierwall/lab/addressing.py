@@ -72,7 +72,8 @@ CACHE_DIR = Path(os.environ.get("TIERWALL_LAB_CACHE", "/var/cache/tierwall"))
 BASE_STAMP = ".tierwall-base-stamp"
 RUN_DIR = Path(os.environ.get("TIERWALL_LAB_RUN", "/var/lib/tierwall/lab"))
 STATE_FILE = RUN_DIR / "state.json"
-VOLUME_SIZE = 2 * 1024**3  # the db's "Hetzner Volume", sparse, unformatted
+# The db's "Hetzner Volume", sparse, unformatted: room for the backups' 1 GB bench beside its WAL.
+VOLUME_SIZE = 4 * 1024**3
 
 # Host packages (Debian names) and one command each proves present.
 HOST_PACKAGES = {

@@ -9,7 +9,7 @@ the files are in place before sshd first starts.
 
 nspawn runs in the background in the machine's namespace (``--register=no --keep-unit``:
 there is no host systemd); its pid is recorded. The db also gets ``CAP_SYS_ADMIN`` and its
-volume, a 2 GiB sparse file on a loop device (unformatted), as ``--bind=/dev/loopN``.
+volume, a 4 GiB sparse file on a loop device (unformatted), as ``--bind=/dev/loopN``.
 
 Each nspawn starts in its own cgroup ``tierwall-lab/<host>`` (cgroup2 and the v1 name=systemd
 hierarchy): without a host systemd, machines sharing their starter's cgroup break each other's
