@@ -117,8 +117,10 @@ lint: deps
 	$(BIN)/mypy infra/policy
 	$(BIN)/ansible-lint -q --profile production ansible/
 
-## unit: pure Python tests: no root, no network namespace, no server started (seconds)
-unit: deps
+# apt-deps: the firewall's rulesets are loaded by nft in a private namespace (as root); without
+# nft those tests skip and FW-01 is not proved, on this machine as in a stack's verification.
+## unit: Python tests, no server started (seconds); nft loads the rendered rulesets when root
+unit: deps apt-deps
 	@mkdir -p $(REPORTS)
 	$(UNIT)
 
@@ -260,7 +262,7 @@ VERIFY_TARGET = $(BIN)/tierwall inventory-target $(INVENTORY)
 VERIFY_AUDIT = $(BIN)/tierwall audit --partial --junit $(REPORTS)/unit.xml $(REPORTS)/verify.xml --target
 .PHONY: verify
 ## verify: the testinfra suites and the audit against a Hetzner stack (INVENTORY=file)
-verify: deps
+verify: deps apt-deps
 	@test -f "$(INVENTORY)" || { echo "make verify INVENTORY=<inventory from tierwall inventory>" >&2; exit 2; }
 	@mkdir -p $(REPORTS); rm -f $(REPORTS)/verify.xml $(REPORTS)/unit.xml $(REPORTS)/segregation.json
 	@status=0; target=$$($(VERIFY_TARGET)); \
