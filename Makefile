@@ -26,9 +26,9 @@ REPORTS  := $(LAB)/reports
 # Debian packages on the machine that runs the lab and the tests.
 # nginx-light: `nginx -t` of the rendered templates; testssl.sh: the edge suite.
 # postgresql: the reference app's tests start throwaway clusters of their own (no main cluster is
-# created: see apt-deps).
+# created: see apt-deps). sudo: visudo checks the rendered sudoers files.
 APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client util-linux \
-                ca-certificates curl postgresql libpq5 nginx-light testssl.sh rsyslog age
+                ca-certificates curl postgresql libpq5 nginx-light testssl.sh rsyslog age sudo
 
 .PHONY: help
 ## help: this list (each target's line is the `## target:` comment above it in this Makefile)

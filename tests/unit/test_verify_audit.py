@@ -109,7 +109,7 @@ def _make_values(*names: str, **overrides: str) -> list[str]:
 def _verify_recipe() -> str:
     """The verify rule's recipe lines, as written in the Makefile."""
     lines = (REPO / "Makefile").read_text().splitlines()
-    start = lines.index("verify: deps") + 1
+    start = next(n for n, line in enumerate(lines) if line.startswith("verify: ")) + 1
     recipe = []
     for line in lines[start:]:
         if not line.startswith("\t"):
