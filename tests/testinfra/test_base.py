@@ -244,3 +244,14 @@ def test_security_updates_install_unattended(host: Any) -> None:
     assert all("label=Debian-Security" in line for line in origins)
     for timer in ("apt-daily.timer", "apt-daily-upgrade.timer"):
         assert host.service(timer).is_enabled, timer
+
+
+@pytest.mark.control("PAT-01")
+def test_no_security_update_is_pending(host: Any) -> None:
+    """Patched before serving: as the converge left it, the host has nothing newer to take from the
+    security archive (apt's simulated upgrade, against the package lists the converge used)."""
+    result = host.run("apt-get -s -o Debug::NoLocking=1 upgrade")
+    assert result.rc == 0, result.stderr
+    pending = [line for line in result.stdout.splitlines()
+               if line.startswith("Inst ") and "Debian-Security" in line]
+    assert not pending, "security updates pending:\n" + "\n".join(pending)
