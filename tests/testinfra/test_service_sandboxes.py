@@ -11,6 +11,7 @@ application's own unit is HARD-01's (test_application.py).
 from __future__ import annotations
 
 import re
+import time
 from functools import cache
 from typing import Any
 
@@ -76,3 +77,29 @@ def test_each_network_facing_service_runs_in_its_sandbox(host: Any, hostvars: di
 def test_chrony_keeps_debian_s_sandbox(host: Any) -> None:
     assert host.service("chrony.service").is_running
     assert exposure(host, "chrony.service") <= DEBIAN_CHRONY
+
+
+# tier -> (unit, the user its workers run as); their master signals them across users.
+RELOADED = {"proxy": [("nginx.service", "www-data"), ("haproxy.service", "haproxy")],
+            "app": [("haproxy.service", "haproxy")], "db": []}
+
+
+def _workers(host: Any, user: str, unit: str) -> set[str]:
+    """The master's children that run as ``user``: its workers."""
+    master = host.run("systemctl show -p MainPID --value %s", unit).stdout.strip()
+    children = host.run("ps -o pid=,user= --ppid %s", master).stdout.splitlines()
+    return {line.split()[0] for line in children if line.split()[1:] == [user]}
+
+
+@pytest.mark.disruptive
+def test_a_reload_leaves_no_worker_of_the_old_configuration(host: Any, hostvars: dict[str, Any]) -> None:
+    """The sandbox keeps what a master needs to stop its old workers after a reload (they run as
+    another user): otherwise they go on serving the old configuration beside the new ones."""
+    for unit, user in RELOADED[hostvars["tierwall_tier"]]:
+        before = _workers(host, user, unit)
+        assert before, f"{unit} has no worker running as {user}"
+        assert host.run("systemctl reload %s", unit).rc == 0
+        deadline = time.monotonic() + 20
+        while (left := before & _workers(host, user, unit)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not left, f"{unit}: workers from before the reload still run: {sorted(left)}"
