@@ -5,6 +5,7 @@ Each one talks only to a tierwall host (a proxy, an app, the lab sentinel) and p
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 # Send one request line to an HTTP proxy and print its status line. With a ".invalid" name the
@@ -55,3 +56,12 @@ def tcp_outcome(host: Any, address: str, port: int, timeout: float = 3.0) -> str
     result = host.run("python3 -c %s %s %s %s", CONNECT, address, str(port), str(timeout))
     assert result.rc == 0, result.stderr
     return result.stdout.split()[0]
+
+
+def exposure(host: Any, unit: str) -> float:
+    """systemd's score of a unit's sandbox (``systemd-analyze security``: 0 confined, 10 not at all)."""
+    done = host.run("systemd-analyze security --no-pager %s", unit)
+    assert done.rc == 0, done.stderr
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
+    assert match, done.stdout[-2000:]
+    return float(match.group(1))

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+from probes import exposure
 
 TIER_GROUP = "app"
 SERVICE = "tierwall-notes.service"
@@ -46,11 +47,7 @@ def test_the_service_runs_and_starts_at_boot(host: Any) -> None:
 
 def test_systemd_analyze_exposure_is_at_most_2(host: Any) -> None:
     """systemd's own scoring of the sandbox: 2.0 or lower is HARD-01's bar (audit/controls.yaml)."""
-    done = host.run("systemd-analyze security --no-pager %s", SERVICE)
-    assert done.rc == 0, done.stderr
-    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
-    assert match, done.stdout[-2000:]
-    assert float(match.group(1)) <= MAX_EXPOSURE, done.stdout
+    assert exposure(host, SERVICE) <= MAX_EXPOSURE
 
 
 @pytest.mark.parametrize(

@@ -10,13 +10,13 @@ application's own unit is HARD-01's (test_application.py).
 
 from __future__ import annotations
 
-import re
 import time
 from functools import cache
 from typing import Any
 
 import pytest
 import yaml
+from probes import exposure
 
 from tierwall.paths import ANSIBLE_DIR
 
@@ -49,14 +49,6 @@ def _unit(host: Any, unit: str) -> str:
     names = [line.split()[0] for line in done.stdout.splitlines() if line.strip()]
     assert len(names) == 1, f"expected one running {unit}*.service, found {names}"
     return names[0]
-
-
-def exposure(host: Any, unit: str) -> float:
-    done = host.run("systemd-analyze security --no-pager %s", unit)
-    assert done.rc == 0, done.stderr
-    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
-    assert match, done.stdout[-2000:]
-    return float(match.group(1))
 
 
 def test_every_bar_is_within_the_control_s_ceiling() -> None:
