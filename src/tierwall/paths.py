@@ -12,3 +12,8 @@ LAB_DIR = Path(os.environ.get("TIERWALL_LAB_DIR", REPO / ".lab"))
 LAB_CONFIG = REPO / "lab" / "stack.yaml"
 ANSIBLE_DIR = REPO / "ansible"
 EXAMPLE_STACK = REPO / "Pulumi.example.yaml"
+
+# Names the inventory groups whose hosts tests/testinfra checks (comma-separated; unset: every
+# host its modules name). A live mutation's revert checks the hosts it broke, while the next
+# mutation may already be breaking others.
+TEST_GROUPS_VARIABLE = "TIERWALL_TEST_GROUPS"

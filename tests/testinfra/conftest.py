@@ -3,7 +3,8 @@
 Run:  pytest tests/testinfra --ansible-inventory=.lab/inventory.yml
       (or TIERWALL_INVENTORY=path; default: the lab's inventory, $TIERWALL_LAB_DIR/inventory.yml)
 
-Hosts are chosen by inventory group, never by address: each module names its group(s) in
+Hosts are chosen by inventory group, never by address (TIERWALL_TEST_GROUPS=proxy,app narrows
+a run to those groups' hosts): each module names its group(s) in
 ``TIER_GROUP`` ("proxy", "app", "db", "all", or a tuple of groups) and every test taking
 ``host`` runs once per host of those groups, connected with testinfra's ansible backend
 (which honours the inventory's ProxyCommand jump chain and ``ansible_become``). Addresses,
@@ -31,7 +32,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tierwall.paths import ANSIBLE_DIR, LAB_DIR
+from tierwall.paths import ANSIBLE_DIR, LAB_DIR, TEST_GROUPS_VARIABLE
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     groups = (group,) if isinstance(group, str) else tuple(group)
     names = [name for g in groups for name in inventory.hosts_of(g)]
+    if narrowed := os.environ.get(TEST_GROUPS_VARIABLE):
+        chosen = {n for g in narrowed.split(",") for n in inventory.hosts_of(g.strip())}
+        names = [name for name in names if name in chosen]
     metafunc.parametrize("host_name", names, ids=names)
 
 

@@ -26,6 +26,7 @@ from tierwall.mutations.engine import TestRun as SelectionRun
 from tierwall.paths import REPO
 
 CONTROLS = load_controls(REPO / "audit" / "controls.yaml")
+EVERY: frozenset[str] = frozenset()  # run_tests' groups: no narrowing, every host
 RECAP = "PLAY RECAP ***\ndb-1 : ok=12   changed={}    unreachable=0    failed={}    skipped=5\n"
 
 
@@ -66,7 +67,7 @@ def _mutation(**changes) -> Mutation:
 def tests_report(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The outcomes the control's test reports, one per run, in order."""
     outcomes: list[str] = []
-    monkeypatch.setattr(live, "run_tests", lambda root, tests, work: _run(outcomes.pop(0)))
+    monkeypatch.setattr(live, "run_tests", lambda root, tests, work, groups=(): _run(outcomes.pop(0)))
     return outcomes
 
 
@@ -83,6 +84,30 @@ def test_drift_the_converge_leaves_in_place_stops_the_run(tmp_path: Path, tests_
     tests_report += ["failed", "failed"]
     with pytest.raises(live.LabBroken, match="still fails after the revert"):
         live.run_live(_mutation(), StandInLab(tmp_path, changes=[0, 0]), _run("passed"), CONTROLS)
+
+
+def test_the_check_after_the_revert_reads_the_broken_hosts_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next mutation may be breaking other hosts meanwhile: a check reading every host's drop-ins
+    would see that break and blame this revert."""
+    asked: list[frozenset[str]] = []
+
+    def report(root: Path, tests: tuple[str, ...], work: Path, groups: frozenset[str] = EVERY
+               ) -> SelectionRun:  # fmt: skip
+        asked.append(groups)
+        return _run("passed" if work.name == "after" else "failed")
+
+    monkeypatch.setattr(live, "run_tests", report)
+    live.run_live(_mutation(), StandInLab(tmp_path, changes=[2, 0]), _run("passed"), CONTROLS)
+    assert asked == [frozenset(), frozenset({"db"})]
+
+
+def test_a_check_after_the_revert_that_ran_no_test_stops_the_run(tmp_path: Path, tests_report: list) -> None:
+    """Tests that do not reach the broken hosts are skipped there: no proof that the break is gone."""
+    tests_report += ["failed", "skipped"]
+    with pytest.raises(live.LabBroken, match="no test of FW-01 ran on db"):
+        live.run_live(_mutation(), StandInLab(tmp_path, changes=[2, 0]), _run("passed"), CONTROLS)
 
 
 def test_a_second_converge_that_still_changes_stops_the_run(tmp_path: Path, tests_report: list[str]) -> None:
@@ -217,7 +242,8 @@ def test_the_next_tests_wait_for_the_revert(tmp_path: Path, monkeypatch: pytest.
         events.append(f"reverted {converge.limit}")
         return real_converge(tree, converge, passes)
 
-    def report(root: Path, tests: tuple[str, ...], work: Path) -> SelectionRun:
+    def report(root: Path, tests: tuple[str, ...], work: Path, groups: frozenset[str] = EVERY
+               ) -> SelectionRun:  # fmt: skip
         after = work.name == "after"
         mutation_id = (work.parent if after else work).name.split("-")[0]
         events.append(f"{'after' if after else 'tests'} {mutation_id}")

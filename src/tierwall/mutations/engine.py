@@ -25,6 +25,7 @@ from tierwall.audit.report import FAILED as CONTROL_FAILED
 from tierwall.audit.report import AuditError, evaluate
 from tierwall.mutations.catalogue import Mutation
 from tierwall.mutations.scratch import PatchError, apply_patches, clone, pristine_copy
+from tierwall.paths import TEST_GROUPS_VARIABLE
 
 KILLED, SURVIVED, ERROR, NOT_RUN = "killed", "survived", "error", "not run"
 PYTEST_TIMEOUT = 900  # seconds; the slowest selection takes a few
@@ -157,16 +158,21 @@ def _run_one(mutation: Mutation, pristine: Path, baseline: TestRun, controls: tu
     )  # fmt: skip
 
 
-def run_tests(root: Path, tests: tuple[str, ...], work: Path) -> TestRun:
-    """pytest on ``tests`` inside ``root``, with ``root``'s own tierwall package and playbooks."""
+def run_tests(root: Path, tests: tuple[str, ...], work: Path, groups: frozenset[str] = frozenset()
+              ) -> TestRun:  # fmt: skip
+    """pytest on ``tests`` inside ``root``, with ``root``'s own tierwall package and playbooks;
+    the live checks on the hosts of the inventory ``groups`` only, if any are given."""
     junit = work / "junit.xml"
     command = [
         sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
         f"--basetemp={work / 'tmp'}", f"--junit-xml={junit}", *tests,
     ]  # fmt: skip
+    env = test_environment(root)
+    if groups:
+        env[TEST_GROUPS_VARIABLE] = ",".join(sorted(groups))
     started = time.monotonic()
     done = subprocess.run(
-        command, cwd=root, env=test_environment(root), capture_output=True, text=True, timeout=PYTEST_TIMEOUT
+        command, cwd=root, env=env, capture_output=True, text=True, timeout=PYTEST_TIMEOUT
     )
     seconds = time.monotonic() - started
     output = (done.stdout + done.stderr)[-3000:]

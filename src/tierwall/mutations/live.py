@@ -30,6 +30,7 @@ from pathlib import Path
 from tierwall.audit.controls import Control
 from tierwall.audit.junit import ERROR as TEST_ERROR
 from tierwall.audit.junit import FAILED as TEST_FAILED
+from tierwall.audit.junit import PASSED as TEST_PASSED
 from tierwall.audit.junit import JUnitError, read_junit
 from tierwall.mutations import engine
 from tierwall.mutations.catalogue import Command, Converge, Mutation
@@ -299,9 +300,16 @@ def _revert(mutation: Mutation, lab: Lab, controls: tuple[Control, ...], work: P
         raise LabBroken(f"{mutation.id}: a second converge still changed {recap.changed} thing(s)")
     if mutation.commands:
         (work / "after").mkdir()
-        again = run_tests(lab.pristine, live_tests(mutation.tests, lab), work / "after")
+        # On the broken hosts only: the next mutation may already be breaking others, and a check
+        # that reads every host (drop-ins, open ports) would see its break and blame this revert.
+        groups = frozenset(hosts_of(mutation) - {"all"})
+        again = run_tests(lab.pristine, live_tests(mutation.tests, lab), work / "after", groups)
         if again.run is None or mutation.control in engine.failed_controls(again.run, controls):
             raise LabBroken(
                 f"{mutation.id}: {mutation.control} still fails after the revert: the converge did not "
                 f"undo `{mutation.commands[0].run}`\n{again.output[-1500:]}"
             )
+        if not any(r.outcome == TEST_PASSED for r in again.run.for_control(mutation.control)):
+            where = ", ".join(sorted(groups)) or "any host"
+            raise LabBroken(f"{mutation.id}: no test of {mutation.control} ran on {where} after the revert: "
+                            "the catalogue's tests must check the hosts it breaks")
