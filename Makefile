@@ -89,7 +89,8 @@ PYTEST := $(BIN)/pytest -q -p no:cacheprovider
 # trixie-configs); for `make lab` only what the report needs.
 MARKS_PRE := -m "not trixie_tree"
 MARKS_LIVE := not lab_lifecycle and not upgrade_drill
-UNIT = $(PYTEST) tests/unit $(MARKS_PRE) --junit-xml=$(REPORTS)/unit.xml
+# The unit tests are many short ones, each on its own: one worker per core.
+UNIT = $(PYTEST) tests/unit -n auto $(MARKS_PRE) --junit-xml=$(REPORTS)/unit.xml
 INTEGRATION = $(PYTEST) tests/integration app/tests $(MARKS_PRE) --junit-xml=$(REPORTS)/integration.xml
 
 # The live suites against the converged lab, in two passes. First the tests that stop, restart
