@@ -121,8 +121,9 @@ def audit_machine(lab: Lab, bastion: str, host: str, keep: bool) -> LynisResult:
         report = on_machine(lab, bastion, host, AUDIT.format(skips=skips), timeout=1200)
     finally:
         if added and not keep:
+            # Debian 13 marks e2fsprogs, which Lynis pulls in, Protected; it was not there before.
             on_machine(lab, bastion, host, "DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq "
-                       + " ".join(added) + " >/dev/null")  # fmt: skip
+                       "--allow-remove-essential " + " ".join(added) + " >/dev/null")  # fmt: skip
     result = parse_report(host, report)
     if result.hardening_index is None:
         raise BenchError(f"{host}: Lynis wrote no hardening index (report: {report[:300]!r})")
