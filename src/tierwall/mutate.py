@@ -110,7 +110,7 @@ def _summary(outcomes: list[Outcome], seconds: float) -> dict:
 def _print_summary(outcomes: list[Outcome], summary: dict) -> None:
     score = f"{summary['killed']}/{summary['run']}" if summary["run"] else "nothing run"
     print(f"tierwall mutate: score {score} killed in {summary['seconds']:.0f}s"
-          f" ({summary['not_run']} not run: they need the lab)")  # fmt: skip
+          f" ({summary['not_run']} not run)")  # fmt: skip
     for outcome in outcomes:
         if outcome.verdict in (SURVIVED, ERROR):
             print(f"  {outcome.verdict}: {outcome.mutation.id} ({outcome.mutation.control}): "

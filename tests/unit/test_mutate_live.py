@@ -21,13 +21,16 @@ from tierwall.audit.junit import Run
 from tierwall.audit.junit import TestResult as Result
 from tierwall.mutations import live
 from tierwall.mutations.catalogue import Command, Converge, Mutation, Patch
-from tierwall.mutations.engine import ERROR, KILLED
+from tierwall.mutations.engine import ERROR, KILLED, NOT_RUN
 from tierwall.mutations.engine import TestRun as SelectionRun
 from tierwall.paths import REPO
 
 CONTROLS = load_controls(REPO / "audit" / "controls.yaml")
 EVERY: frozenset[str] = frozenset()  # run_tests' groups: no narrowing, every host
 RECAP = "PLAY RECAP ***\ndb-1 : ok=12   changed={}    unreachable=0    failed={}    skipped=5\n"
+
+
+_ANSWERED = subprocess.CompletedProcess([], 0, "", "")  # every host ran the command
 
 
 @dataclass
@@ -38,6 +41,7 @@ class StandInLab:
     changes: list[int]
     calls: list[str] = field(default_factory=list)
     inventory: Path = Path("inventory.yml")
+    answer: subprocess.CompletedProcess[str] = field(default_factory=lambda: _ANSWERED)
 
     def converge(self, tree: Path, converge: Converge, passes: int = 1) -> tuple[live.Recap, ...]:
         self.calls.append(f"converge {'pristine' if tree == self.pristine else 'mutated'} x{passes}")
@@ -45,7 +49,7 @@ class StandInLab:
 
     def command(self, command: Command) -> subprocess.CompletedProcess[str]:
         self.calls.append(f"command {command.run}")
-        return subprocess.CompletedProcess([], 0, "", "")
+        return self.answer
 
 
 def _run(outcome: str, control: str = "FW-01") -> SelectionRun:
@@ -108,6 +112,37 @@ def test_a_check_after_the_revert_that_ran_no_test_stops_the_run(tmp_path: Path,
     tests_report += ["failed", "skipped"]
     with pytest.raises(live.LabBroken, match="no test of FW-01 ran on db"):
         live.run_live(_mutation(), StandInLab(tmp_path, changes=[2, 0]), _run("passed"), CONTROLS)
+
+
+# What `ansible db -m shell` prints for a command that exits 77 after printing its reason.
+NOTHING_ANSWER = (
+    "db-1 | FAILED | rc=77 >>\nno library from the security archive can be taken backnon-zero return code\n"
+)
+
+
+def test_a_break_with_nothing_to_break_today_is_not_run_and_says_why(tmp_path: Path, tests_report: list
+                                                                     ) -> None:  # fmt: skip
+    """The lab, not the code, lacks what the mutation breaks: not a kill, not an error; the lab is
+    still put back in case the command changed something before it gave up."""
+    tests_report += ["passed"]
+    lab = StandInLab(tmp_path, changes=[0, 0], answer=subprocess.CompletedProcess([], 2, NOTHING_ANSWER, ""))
+    outcome = live.run_live(_mutation(), lab, _run("passed"), CONTROLS)
+    assert outcome.verdict == NOT_RUN
+    reason = "no library from the security archive can be taken back"
+    assert outcome.note == f"nothing to break on db today: {reason}"
+    assert lab.calls == ["command nft insert rule", "converge pristine x2"]
+
+
+@pytest.mark.parametrize("output", [
+    "db-1 | FAILED | rc=1 >>\nE: Unable to locate package\n",
+    "db-1 | FAILED | rc=77 >>\nnothing\napp-1 | FAILED | rc=1 >>\nbroken\n",
+    "db-1 | UNREACHABLE! => {}\n",
+])  # fmt: skip
+def test_any_other_failure_of_a_break_is_an_error(tmp_path: Path, tests_report: list, output: str
+                                                  ) -> None:  # fmt: skip
+    tests_report += ["passed"]
+    lab = StandInLab(tmp_path, changes=[0, 0], answer=subprocess.CompletedProcess([], 2, output, ""))
+    assert live.run_live(_mutation(), lab, _run("passed"), CONTROLS).verdict == ERROR
 
 
 def test_a_second_converge_that_still_changes_stops_the_run(tmp_path: Path, tests_report: list[str]) -> None:

@@ -34,12 +34,21 @@ from tierwall.audit.junit import PASSED as TEST_PASSED
 from tierwall.audit.junit import JUnitError, read_junit
 from tierwall.mutations import engine
 from tierwall.mutations.catalogue import Command, Converge, Mutation
-from tierwall.mutations.engine import ERROR, Outcome, TestRun, judge, run_tests
+from tierwall.mutations.engine import ERROR, NOT_RUN, Outcome, TestRun, judge, run_tests
 from tierwall.mutations.scratch import PatchError, apply_patches, clone
 
 _RECAP = re.compile(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 ANSIBLE_TIMEOUT = 600  # seconds; a tagged converge of one tier takes a few
+# A break command exits with this (automake's "skipped") when the lab offers nothing to break
+# today (e.g. no package the security archive has updated): the mutation is then not run, with
+# the command's last line as the reason, instead of an error that no change of the code can fix.
+NOTHING_TO_BREAK = 77
 _CONVERGES_EVERY_HOST = "tests/lab/test_converge.py"
+_AD_HOC_RC = re.compile(r"^\S+ \| \w+ \| rc=(\d+) >>", re.MULTILINE)
+
+
+class _NothingToBreak(Exception):
+    """A break command found nothing on the lab to break (it exited NOTHING_TO_BREAK)."""
 
 
 class LabBroken(RuntimeError):
@@ -160,6 +169,7 @@ class _Step:
     work: Path
     started: float
     problem: str = ""
+    not_applicable: str = ""  # why the lab had nothing to break (NOTHING_TO_BREAK)
     result: TestRun | None = None
 
 
@@ -188,11 +198,14 @@ def run_pipeline(
             step = _Step(mutation, Path(tempfile.mkdtemp(prefix=f"{mutation.id}-", dir=lab.pristine.parent)),
                          time.monotonic())  # fmt: skip
             try:
-                step.problem = _apply(mutation, lab, step.work)
+                try:
+                    step.problem = _apply(mutation, lab, step.work)
+                except _NothingToBreak as exc:
+                    step.not_applicable = str(exc)
                 if behind:
                     outcomes.append(_collect(behind[1], on_outcome))
                     behind = None
-                if not step.problem:
+                if not step.problem and not step.not_applicable:
                     step.result = run_tests(lab.pristine, live_tests(mutation.tests, lab), step.work)
             except BaseException:
                 _revert_anyway(step, lab, controls)
@@ -217,6 +230,8 @@ def _finish(step: _Step, lab: Lab, baseline: TestRun, controls: tuple[Control, .
     finally:
         shutil.rmtree(step.work, ignore_errors=True)
     seconds = time.monotonic() - step.started
+    if step.not_applicable:
+        return Outcome(step.mutation, NOT_RUN, seconds, step.not_applicable)
     if step.problem or step.result is None:
         return Outcome(step.mutation, ERROR, seconds, step.problem)
     return replace(judge(step.mutation, step.result, baseline, controls), seconds=seconds)
@@ -278,9 +293,23 @@ def _apply(mutation: Mutation, lab: Lab, work: Path) -> str:
             return "the mutated converge changed nothing on the lab: the patch does not reach it"
     for command in mutation.commands:
         done = lab.command(command)
+        if done.returncode and _nothing_to_break(done.stdout):
+            raise _NothingToBreak(f"nothing to break on {command.hosts} today: {_last_words(done.stdout)}")
         if done.returncode:
             return f"`{command.run}` on {command.hosts} failed:\n{_tail(done)}"
     return ""
+
+
+def _nothing_to_break(output: str) -> bool:
+    """Whether every host of an ad-hoc run answered NOTHING_TO_BREAK (``host | FAILED | rc=77 >>``)."""
+    codes = _AD_HOC_RC.findall(output)
+    return bool(codes) and all(code == str(NOTHING_TO_BREAK) for code in codes)
+
+
+def _last_words(output: str) -> str:
+    """The last line a host's command printed (Ansible appends its own message to it)."""
+    printed = output.rsplit(" >>", 1)[-1].strip().removesuffix("non-zero return code")
+    return (printed.strip().splitlines() or ["(nothing printed)"])[-1]
 
 
 def _revert(mutation: Mutation, lab: Lab, controls: tuple[Control, ...], work: Path) -> None:
