@@ -59,8 +59,14 @@ def _mutate(args: argparse.Namespace) -> int:
         controls = load_controls(args.controls)
         catalogue = load_catalogue(Path(args.catalogue), {c.id for c in controls})
         chosen = _choose(catalogue, args.layer, args.only)
+        shown: set[str] = set()
+
+        def show(outcome: Outcome) -> None:
+            shown.add(outcome.mutation.id)
+            _print_outcome(outcome)
+
         outcomes = run_all(
-            chosen, controls, REPO, lab=args.lab, jobs=args.jobs, on_outcome=_print_outcome,
+            chosen, controls, REPO, lab=args.lab, jobs=args.jobs, on_outcome=show,
             live_baseline=args.baseline,
         )  # fmt: skip
     except (ControlsError, CatalogueError, MutationError) as exc:
@@ -68,7 +74,7 @@ def _mutate(args: argparse.Namespace) -> int:
         raise TierwallError(str(exc), "see audit/README.md, 'Mutation score'") from None
     seconds = time.monotonic() - started
     for outcome in outcomes:
-        if outcome.verdict == NOT_RUN:
+        if outcome.verdict == NOT_RUN and outcome.mutation.id not in shown:
             _print_outcome(outcome)
     summary = _summary(outcomes, seconds)
     _print_summary(outcomes, summary)
@@ -91,7 +97,7 @@ def _choose(catalogue, layers: tuple[str, ...], only: list[str] | None) -> list:
 def _print_outcome(outcome: Outcome) -> None:
     m = outcome.mutation
     print(f"{outcome.verdict.upper():9} {outcome.seconds:6.1f}s  {m.id} ({m.control}, {m.layer})", flush=True)
-    if outcome.verdict in (SURVIVED, ERROR):
+    if outcome.verdict in (SURVIVED, ERROR, NOT_RUN):
         for line in outcome.note.splitlines()[-12:]:
             print(f"            {line}")
 

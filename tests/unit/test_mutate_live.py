@@ -110,7 +110,7 @@ def test_the_check_after_the_revert_reads_the_broken_hosts_only(
 def test_a_check_after_the_revert_that_ran_no_test_stops_the_run(tmp_path: Path, tests_report: list) -> None:
     """Tests that do not reach the broken hosts are skipped there: no proof that the break is gone."""
     tests_report += ["failed", "skipped"]
-    with pytest.raises(live.LabBroken, match="no test of FW-01 ran on db"):
+    with pytest.raises(live.LabBroken, match=r"no test of FW-01 passed in the check after the revert"):
         live.run_live(_mutation(), StandInLab(tmp_path, changes=[2, 0]), _run("passed"), CONTROLS)
 
 
@@ -137,6 +137,9 @@ def test_a_break_with_nothing_to_break_today_is_not_run_and_says_why(tmp_path: P
     "db-1 | FAILED | rc=1 >>\nE: Unable to locate package\n",
     "db-1 | FAILED | rc=77 >>\nnothing\napp-1 | FAILED | rc=1 >>\nbroken\n",
     "db-1 | UNREACHABLE! => {}\n",
+    "db-1 | FAILED | rc=77 >>\nnothing\ndb-2 | UNREACHABLE! => {}\n",
+    "db-1 | FAILED | rc=77 >>\nnothing\ndb-2 | FAILED! => {\"msg\": \"sudo: a password is required\"}\n",
+    "db-1 | FAILED | rc=77 >>\nnothing\ndb-2 | FAILED | rc=-1 >>\nkilled\n",
 ])  # fmt: skip
 def test_any_other_failure_of_a_break_is_an_error(tmp_path: Path, tests_report: list, output: str
                                                   ) -> None:  # fmt: skip
@@ -251,6 +254,8 @@ def test_only_breaks_of_other_hosts_and_controls_overlap_a_revert() -> None:
     assert not live.overlaps(_on("db"), _on("tier_*", "AC-03")), "a pattern counts as every host"
     idempotence = _mutation(control="IAC-01", tests=("tests/lab/test_converge.py",))
     assert not live.overlaps(idempotence, _on("proxy", "AC-03")), "its test converges every host"
+    probes = _mutation(control="NET-05", tests=("tests/lab/test_segregation.py", "-k", "undeclared"))
+    assert not live.overlaps(probes, _on("db", "AC-03")), "the lab's checks probe every host"
 
 
 def test_the_schedule_puts_a_break_of_other_hosts_next() -> None:

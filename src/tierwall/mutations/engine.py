@@ -197,6 +197,8 @@ def test_environment(root: Path) -> dict[str, str]:
     env["PATH"] = f"{root / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     # The Pulumi program reads its whole config from here; a value left by the caller would leak in.
     env.pop("PULUMI_CONFIG", None)
+    # Only run_tests narrows the hosts, for a revert's check; the caller's setting would narrow every run.
+    env.pop(TEST_GROUPS_VARIABLE, None)
     return env
 
 

@@ -44,7 +44,11 @@ ANSIBLE_TIMEOUT = 600  # seconds; a tagged converge of one tier takes a few
 # the command's last line as the reason, instead of an error that no change of the code can fix.
 NOTHING_TO_BREAK = 77
 _CONVERGES_EVERY_HOST = "tests/lab/test_converge.py"
-_AD_HOC_RC = re.compile(r"^\S+ \| \w+ \| rc=(\d+) >>", re.MULTILINE)
+# One line per host in an ad-hoc run's output: "db-1 | CHANGED | rc=0 >>", "db-1 | FAILED | rc=77 >>",
+# "db-1 | UNREACHABLE! => {...}", "db-1 | FAILED! => {...}".
+_AD_HOC_HOST = re.compile(
+    r"^\S+ \| (CHANGED|SUCCESS|FAILED!?|UNREACHABLE!|SKIPPED)(?: \| rc=(-?\d+))?", re.MULTILINE
+)
 
 
 class _NothingToBreak(Exception):
@@ -250,8 +254,10 @@ def _revert_anyway(step: _Step, lab: Lab, controls: tuple[Control, ...]) -> None
 def hosts_of(mutation: Mutation) -> set[str]:
     """The inventory groups a mutation touches (its converge's limit and its commands' hosts);
     a pattern other than plain group names counts as every host, and so does a selection with
-    the idempotence test, which converges every host (beside another break it would undo it)."""
-    if _CONVERGES_EVERY_HOST in mutation.tests:
+    the idempotence test, which converges every host (beside another break it would undo it), and
+    one with the lab's own checks (tests/lab), which probe every host whatever the inventory groups."""
+    probes_every_host = any(f.startswith("tests/lab/") for f in mutation.test_files)
+    if _CONVERGES_EVERY_HOST in mutation.tests or probes_every_host:
         return {"all"}
     patterns = [mutation.converge.limit] if mutation.converge else []
     patterns += [c.hosts for c in (*mutation.commands, *mutation.revert)]
@@ -302,8 +308,8 @@ def _apply(mutation: Mutation, lab: Lab, work: Path) -> str:
 
 def _nothing_to_break(output: str) -> bool:
     """Whether every host of an ad-hoc run answered NOTHING_TO_BREAK (``host | FAILED | rc=77 >>``)."""
-    codes = _AD_HOC_RC.findall(output)
-    return bool(codes) and all(code == str(NOTHING_TO_BREAK) for code in codes)
+    hosts = _AD_HOC_HOST.findall(output)
+    return bool(hosts) and all(answer == ("FAILED", str(NOTHING_TO_BREAK)) for answer in hosts)
 
 
 def _last_words(output: str) -> str:
@@ -339,6 +345,6 @@ def _revert(mutation: Mutation, lab: Lab, controls: tuple[Control, ...], work: P
                 f"undo `{mutation.commands[0].run}`\n{again.output[-1500:]}"
             )
         if not any(r.outcome == TEST_PASSED for r in again.run.for_control(mutation.control)):
-            where = ", ".join(sorted(groups)) or "any host"
-            raise LabBroken(f"{mutation.id}: no test of {mutation.control} ran on {where} after the revert: "
-                            "the catalogue's tests must check the hosts it breaks")
+            where = ", ".join(sorted(groups)) or "every host"
+            raise LabBroken(f"{mutation.id}: no test of {mutation.control} passed in the check after the "
+                            f"revert (on {where}): the catalogue's tests must check the hosts it breaks")
