@@ -71,7 +71,7 @@ def _mutation(**changes) -> Mutation:
 def tests_report(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The outcomes the control's test reports, one per run, in order."""
     outcomes: list[str] = []
-    monkeypatch.setattr(live, "run_tests", lambda root, tests, work, groups=(): _run(outcomes.pop(0)))
+    monkeypatch.setattr(live, "run_tests", lambda root, tests, work, groups=EVERY: _run(outcomes.pop(0)))
     return outcomes
 
 

@@ -43,7 +43,6 @@ ANSIBLE_TIMEOUT = 600  # seconds; a tagged converge of one tier takes a few
 # today (e.g. no package the security archive has updated): the mutation is then not run, with
 # the command's last line as the reason, instead of an error that no change of the code can fix.
 NOTHING_TO_BREAK = 77
-_CONVERGES_EVERY_HOST = "tests/lab/test_converge.py"
 # One line per host in an ad-hoc run's output: "db-1 | CHANGED | rc=0 >>", "db-1 | FAILED | rc=77 >>",
 # "db-1 | UNREACHABLE! => {...}", "db-1 | FAILED! => {...}".
 _AD_HOC_HOST = re.compile(
@@ -254,10 +253,9 @@ def _revert_anyway(step: _Step, lab: Lab, controls: tuple[Control, ...]) -> None
 def hosts_of(mutation: Mutation) -> set[str]:
     """The inventory groups a mutation touches (its converge's limit and its commands' hosts);
     a pattern other than plain group names counts as every host, and so does a selection with
-    the idempotence test, which converges every host (beside another break it would undo it), and
-    one with the lab's own checks (tests/lab), which probe every host whatever the inventory groups."""
-    probes_every_host = any(f.startswith("tests/lab/") for f in mutation.test_files)
-    if _CONVERGES_EVERY_HOST in mutation.tests or probes_every_host:
+    the lab's own checks (tests/lab), which probe or converge every host whatever the inventory
+    groups (the idempotence test's converge would undo another break beside it)."""
+    if any(f.startswith("tests/lab/") for f in mutation.test_files):
         return {"all"}
     patterns = [mutation.converge.limit] if mutation.converge else []
     patterns += [c.hosts for c in (*mutation.commands, *mutation.revert)]
