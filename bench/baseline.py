@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import selectors
 import socket
 import threading
@@ -84,8 +85,14 @@ printf '%s\\n' skip-upgrade-test=yes {skips} > "$work/tierwall.prf"
 lynis audit system --quick --no-colors --profile "$work/tierwall.prf" \\
   --report-file "$work/report.dat" --logfile "$work/lynis.log" >/dev/null 2>&1 || true
 cat "$work/report.dat"
+echo "{separator}"
+grep -E 'Performing test ID|Hardening: assigned partial' "$work/lynis.log" || true
 rm -rf "$work"
 """
+# Between the report file and the lines of Lynis's log that name where points were lost.
+LOG_SEPARATOR = "--- tierwall: lynis.log ---"
+PARTIAL = re.compile(r"assigned partial number of hardening points \((\d+) of (\d+)\)")
+TEST_ID = re.compile(r"Performing test ID (\S+) \((.*)\)$")
 
 
 @dataclass
@@ -95,11 +102,26 @@ class LynisResult:
     version: str = ""
     warnings: list[str] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)
+    # Each test that earned fewer hardening points than it could: "ID assigned/max description".
+    shortfalls: list[str] = field(default_factory=list)
 
 
-def parse_report(host: str, report: str) -> LynisResult:
-    """Lynis's report file: key=value lines, findings as warning[]=ID|text|... and suggestion[]=..."""
-    result = LynisResult(host)
+def parse_shortfalls(log: str) -> list[str]:
+    """From Lynis's log: every partial award of hardening points, with the test that made it."""
+    found, test = [], "?"
+    for line in log.splitlines():
+        if started := TEST_ID.search(line):
+            test = f"{started[1]} ({started[2]})"
+        elif partial := PARTIAL.search(line):
+            found.append(f"{test} {partial[1]}/{partial[2]}")
+    return found
+
+
+def parse_report(host: str, output: str) -> LynisResult:
+    """Lynis's report file: key=value lines, findings as warning[]=ID|text|details|solution and
+    suggestion[]=...; after LOG_SEPARATOR, the log lines parse_shortfalls reads."""
+    report, _, log = output.partition(LOG_SEPARATOR)
+    result = LynisResult(host, shortfalls=parse_shortfalls(log))
     for line in report.splitlines():
         key, _, value = line.partition("=")
         if key == "hardening_index" and value.strip().isdigit():
@@ -107,8 +129,10 @@ def parse_report(host: str, report: str) -> LynisResult:
         elif key == "lynis_version":
             result.version = value.strip()
         elif key in ("warning[]", "suggestion[]"):
-            test, text = [*value.split("|"), "", ""][:2]
-            (result.warnings if key == "warning[]" else result.suggestions).append(f"{test} {text}".strip())
+            test, text, details = [*value.split("|"), "", "", ""][:3]
+            details = "" if details in ("", "-") else f" [{details}]"
+            found = result.warnings if key == "warning[]" else result.suggestions
+            found.append(f"{test} {text}{details}".strip())
     return result
 
 
@@ -118,7 +142,8 @@ def audit_machine(lab: Lab, bastion: str, host: str, keep: bool) -> LynisResult:
     try:
         print(f"{host}: running Lynis ...")
         skips = " ".join(f"skip-test={test}" for test in LYNIS_SKIPPED)
-        report = on_machine(lab, bastion, host, AUDIT.format(skips=skips), timeout=1200)
+        script = AUDIT.format(skips=skips, separator=LOG_SEPARATOR)
+        report = on_machine(lab, bastion, host, script, timeout=1200)
     finally:
         if added and not keep:
             # Debian 13 marks e2fsprogs, which Lynis pulls in, Protected; it was not there before.
@@ -248,6 +273,8 @@ def body(args: argparse.Namespace) -> int:
     for result in results:
         for warning in result.warnings:
             print(f"  lynis {result.host} warning: {warning}")
+        for shortfall in result.shortfalls:
+            print(f"  lynis {result.host} points lost: {shortfall}")
     write_report("baseline", {
         "lynis": [vars(r) for r in results], "lynis_skipped_tests": list(LYNIS_SKIPPED), "ssh_audit": ssh,
         "figures": [vars(f) for f in rows],

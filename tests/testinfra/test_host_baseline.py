@@ -84,3 +84,44 @@ def test_shared_temporary_directories_are_nodev_nosuid_noexec(host: Any, path: s
     tried = host.run("sh -c %s", script % path)
     assert "ran" not in tried.stdout.split()
     assert "rc=126" in tried.stdout, tried.stdout + tried.stderr
+
+
+@pytest.mark.control("HARD-02")
+def test_a_persons_files_and_home_are_not_open_to_other_accounts(host: Any, hostvars: dict[str, Any]) -> None:
+    """login.defs gives every login session the mask 027 and every new home 0750; the operator's
+    existing home is 0750 (no other account reads what a person leaves there)."""
+    settings = dict(
+        line.split(None, 1) for line in host.file("/etc/login.defs").content_string.splitlines()
+        if line.strip() and not line.startswith("#") and len(line.split(None, 1)) == 2
+    )  # fmt: skip
+    assert settings.get("UMASK", "").strip() == "027"
+    assert settings.get("HOME_MODE", "").strip() == "0750"
+    person = hostvars.get("ansible_user", "ops")
+    home = host.user(person).home
+    assert host.file(home).mode & 0o007 == 0, f"{home} is open to other accounts"
+
+
+def test_a_legal_notice_precedes_a_login(host: Any) -> None:
+    """/etc/issue and /etc/issue.net carry the operator's notice, not Debian's release banner."""
+    for path in ("/etc/issue", "/etc/issue.net"):
+        text = host.file(path).content_string
+        assert "Authorised access only" in text or "Debian" not in text, f"{path}: {text!r}"
+        assert len(text.split()) > 10, f"{path} holds no notice: {text!r}"
+
+
+def test_the_hosts_resource_use_is_recorded(host: Any) -> None:
+    """sysstat's collector is enabled, its timer waits, and its history directory exists."""
+    assert host.run("grep -qx 'ENABLED=\"true\"' /etc/default/sysstat").rc == 0
+    assert host.run("systemctl is-active sysstat-collect.timer").stdout.strip() == "active"
+    assert host.service("sysstat.service").is_enabled
+
+
+@pytest.mark.control("HARD-02")
+def test_an_idle_login_shell_ends_and_cannot_lift_the_limit(host: Any) -> None:
+    """A login shell gets TMOUT from the profile, read-only: unsetting it fails."""
+    shell = host.run("bash -l -c %s", 'echo "TMOUT=$TMOUT"; unset TMOUT 2>/dev/null; echo "after=$TMOUT"')
+    assert shell.rc == 0, shell.stderr
+    values = dict(line.split("=", 1) for line in shell.stdout.splitlines() if "=" in line)
+    assert values.get("TMOUT", "").isdigit(), shell.stdout
+    assert 0 < int(values["TMOUT"]) <= 3600
+    assert values.get("after") == values["TMOUT"], "TMOUT could be unset"

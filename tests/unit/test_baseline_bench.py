@@ -19,14 +19,19 @@ REPORT = """lynis_version=3.0.8
 hardening_index=83
 warning[]=SSH-7408|Consider hardening SSH configuration|MaxSessions (10 --> 2)|-|
 suggestion[]=KRNL-5820|If not required, consider explicit disabling of core dump|-|-|
+--- tierwall: lynis.log ---
+2026-12-02 10:00:01 Performing test ID SSH-7408 (Check SSH specific defined options)
+2026-12-02 10:00:01 Hardening: assigned partial number of hardening points (1 of 3). Currently having 10
+2026-12-02 10:00:02 Performing test ID KRNL-5820 (Checking core dumps configuration)
 """
 
 
 def test_the_lynis_report_is_read() -> None:
     result = baseline.parse_report("db-1", REPORT)
     assert (result.hardening_index, result.version) == (83, "3.0.8")
-    assert result.warnings == ["SSH-7408 Consider hardening SSH configuration"]
+    assert result.warnings == ["SSH-7408 Consider hardening SSH configuration [MaxSessions (10 --> 2)]"]
     assert result.suggestions == ["KRNL-5820 If not required, consider explicit disabling of core dump"]
+    assert result.shortfalls == ["SSH-7408 (Check SSH specific defined options) 1/3"]
 
 
 def test_ssh_audit_findings_are_collected_by_level() -> None:
