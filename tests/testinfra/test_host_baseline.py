@@ -14,7 +14,7 @@ import pytest
 
 TIER_GROUP = "all"
 
-BLOCKED = ("cramfs", "freevxfs", "hfs", "hfsplus", "jffs2", "squashfs", "udf", "usb-storage",
+BLOCKED = ("cramfs", "freevxfs", "hfs", "hfsplus", "jffs2", "squashfs", "udf", "usb-storage", "firewire-core",
            "dccp", "sctp", "rds", "tipc")  # fmt: skip
 SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 FLAGS = {"nodev", "nosuid", "noexec"}

@@ -103,7 +103,7 @@ def test_validate_refuses_forwarding_without_a_next_hop(overrides: dict, valid: 
 # -- kernel and file systems (HARD-02) -------------------------------------------------------------
 
 # The modules CIS Debian 12 (1.1.1, 3.2) and Lynis (FILE-6430, NETW-3200) ask to be unloadable.
-BLOCKED = ("cramfs", "freevxfs", "hfs", "hfsplus", "jffs2", "squashfs", "udf", "usb-storage",
+BLOCKED = ("cramfs", "freevxfs", "hfs", "hfsplus", "jffs2", "squashfs", "udf", "usb-storage", "firewire-core",
            "dccp", "sctp", "rds", "tipc")  # fmt: skip
 
 
