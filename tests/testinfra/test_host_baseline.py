@@ -96,6 +96,9 @@ def test_a_persons_files_and_home_are_not_open_to_other_accounts(host: Any, host
     )  # fmt: skip
     assert settings.get("UMASK", "").strip() == "027"
     assert settings.get("HOME_MODE", "").strip() == "0750"
+    # A password set in an emergency ages out (CIS 5.4.1).
+    assert 0 < int(settings.get("PASS_MAX_DAYS", "99999")) <= 365
+    assert int(settings.get("PASS_MIN_DAYS", "0")) >= 1
     person = hostvars.get("ansible_user", "ops")
     home = host.user(person).home
     assert host.file(home).mode & 0o007 == 0, f"{home} is open to other accounts"
