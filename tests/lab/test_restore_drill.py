@@ -78,3 +78,15 @@ def test_the_drill_measured_an_rpo_within_the_archive_timeout(drill: dict[str, A
     """The commit the drill made reached the archive by itself, without a forced switch, within
     archive_timeout and the time to push it."""
     assert 0 <= drill["rpo_seconds"] <= RPO_BOUND_S, drill["rpo_seconds"]
+
+
+@pytest.mark.control("BAK-03")
+def test_the_restore_reaches_back_past_a_backup_taken_after_the_target_time(drill: dict[str, Any]) -> None:
+    """The drill takes a backup after the target time: each restore names the set it started from,
+    an older one than the repository's newest, and still ends exactly at the target (the markers)."""
+    for repository in drill["repositories"]:
+        restored, newest = repository["restored_set"], repository["newest_set"]
+        assert restored, f"{repository['repository']}: the restore named no backup set"
+        assert newest > restored, f"{repository['repository']}: restored {restored}, newest {newest}"
+        assert repository["crossed_backup"] is True
+        assert repository["markers"] == "before"

@@ -87,14 +87,13 @@ def test_shared_temporary_directories_are_nodev_nosuid_noexec(host: Any, path: s
 
 
 @pytest.mark.control("HARD-02")
-def test_a_persons_files_and_home_are_not_open_to_other_accounts(host: Any, hostvars: dict[str, Any]) -> None:
-    """login.defs gives every login session the mask 027 and every new home 0750; the operator's
-    existing home is 0750 (no other account reads what a person leaves there)."""
+def test_a_persons_home_is_not_open_to_other_accounts(host: Any, hostvars: dict[str, Any]) -> None:
+    """login.defs makes every new home 0750 and ages any password set later; the account running the
+    suite has a home other accounts cannot enter."""
     settings = dict(
         line.split(None, 1) for line in host.file("/etc/login.defs").content_string.splitlines()
         if line.strip() and not line.startswith("#") and len(line.split(None, 1)) == 2
     )  # fmt: skip
-    assert settings.get("UMASK", "").strip() == "027"
     assert settings.get("HOME_MODE", "").strip() == "0750"
     # A password set in an emergency ages out (CIS 5.4.1).
     assert 0 < int(settings.get("PASS_MAX_DAYS", "99999")) <= 365
@@ -102,6 +101,19 @@ def test_a_persons_files_and_home_are_not_open_to_other_accounts(host: Any, host
     person = hostvars.get("ansible_user", "ops")
     home = host.user(person).home
     assert host.file(home).mode & 0o007 == 0, f"{home} is open to other accounts"
+
+
+@pytest.mark.control("HARD-02")
+@pytest.mark.verify_never("opens a login shell as the operator (runuser needs root)")
+def test_a_persons_own_login_shell_keeps_new_files_from_others(host: Any, hostvars: dict[str, Any]) -> None:
+    """The operator's own login shell has umask 027; root's sessions (sudo, Ansible) keep 022, so a
+    file a role installs stays readable to the service that runs it."""
+    person = hostvars.get("ansible_user", "ops")
+    own = host.run("runuser -l %s -s /bin/bash -c umask", person)
+    assert own.rc == 0, own.stderr
+    assert own.stdout.strip() == "0027", f"{person}'s login shell: umask {own.stdout.strip()}"
+    root = host.run("sh -c umask")
+    assert root.stdout.strip() == "0022", f"a root session: umask {root.stdout.strip()}"
 
 
 def test_a_legal_notice_precedes_a_login(host: Any) -> None:
