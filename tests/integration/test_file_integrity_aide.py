@@ -17,14 +17,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
 
 from tierwall.paths import REPO
 
-ROLE = REPO / "ansible" / "roles" / "file_integrity"
 sys.path.insert(0, str(REPO / "tests" / "unit"))
-from role_render import variables  # noqa: E402
+from role_render import render
 
 AIDE = shutil.which("aide") or "/usr/bin/aide"
 pytestmark = pytest.mark.skipif(not os.path.exists(AIDE), reason="AIDE is not installed (make apt-deps)")
@@ -49,15 +46,13 @@ class Scratch:
         self.config.write_text(self._render())
 
     def _render(self) -> str:
-        found = variables(
-            "file_integrity", "db-1",
+        return render(
+            "file_integrity", "aide.conf.j2", "db-1",
             file_integrity_watched=[f"{self.root}/etc", f"{self.root}/bin"],
             file_integrity_ignored=[f"{self.root}/etc/volatile$"],
             __file_integrity_database=str(self.db / "aide.db"),
             __file_integrity_database_new=str(self.db / "aide.db.new"),
         )  # fmt: skip
-        templar = Templar(loader=DataLoader(), variables=found)
-        return templar.template(trust_as_template((ROLE / "templates" / "aide.conf.j2").read_text()))
 
     def aide(self, *args: str) -> subprocess.CompletedProcess[str]:
         command = [AIDE, "--config", str(self.config), *args]
@@ -85,10 +80,7 @@ def scratch(tmp_path: Path) -> Scratch:
 def test_aide_accepts_the_configuration(tmp_path: Path) -> None:
     """The configuration a host gets parses in AIDE's own check (the role validates with it too)."""
     config = tmp_path / "aide.conf"
-    text = Templar(loader=DataLoader(), variables=variables("file_integrity", "app-1")).template(
-        trust_as_template((ROLE / "templates" / "aide.conf.j2").read_text())
-    )
-    config.write_text(text)
+    config.write_text(render("file_integrity", "aide.conf.j2", "app-1"))
     command = [AIDE, "--config-check", "--config", str(config)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
