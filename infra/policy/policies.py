@@ -84,7 +84,7 @@ german_locations = ResourceValidationPolicy(
     tags=["LOC-01"],
 )
 
-# -- NET-01 / NET-02: app and db servers have no public address ---------------------------------
+# -- NET-01 / NET-02: app, db and management servers have no public address ----------------------
 
 
 def _no_public_address(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -93,9 +93,9 @@ def _no_public_address(args: ResourceValidationArgs, report: ReportViolation) ->
     tier = tier_of(args.props)
     if tier == "proxy":
         return
-    if tier not in ("app", "db"):
+    if tier not in ("app", "db", "mgmt"):
         # Fail closed: a server whose tier is unknown cannot be proven entitled to a public address.
-        report(f"server {args.name} has {TIER_LABEL}={tier!r}; label it proxy, app or db", None)
+        report(f"server {args.name} has {TIER_LABEL}={tier!r}; label it proxy, app, db or mgmt", None)
         return
     public_nets = args.props.get("publicNets")
     if not public_nets:
@@ -114,7 +114,7 @@ def _no_public_address(args: ResourceValidationArgs, report: ReportViolation) ->
 
 app_db_no_public_address = ResourceValidationPolicy(
     name="tierwall-app-db-no-public-address",
-    description="App and db servers are created with public IPv4 and IPv6 explicitly disabled.",
+    description="App, db and management servers are created with public IPv4 and IPv6 explicitly disabled.",
     validate=_no_public_address,
     enforcement_level=MANDATORY,
     tags=["NET-01", "NET-02"],

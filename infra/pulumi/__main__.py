@@ -12,6 +12,7 @@ import pulumi
 from app_tier import AppTier, AppTierArgs
 from db_tier import DatabaseTier, DatabaseTierArgs
 from host_server import ServerCommon
+from mgmt_tier import MgmtTier, MgmtTierArgs
 from network_tier import Networks, NetworksArgs
 from operator_keys import OperatorKeys, OperatorKeysArgs
 from program_config import load_stack_config
@@ -19,7 +20,7 @@ from proxy_tier import ProxyTier, ProxyTierArgs
 from stack_outputs import stack_outputs
 
 from tierwall.cloud_init import user_data
-from tierwall.topology import APP, DB, PROXY
+from tierwall.topology import APP, DB, MGMT, PROXY
 
 stack = pulumi.get_stack()
 config = load_stack_config(stack)  # raises StackConfigRefused: nothing below runs on a bad config
@@ -72,13 +73,22 @@ db = DatabaseTier(
         subnets=networks.subnets,
     ),
 )
+mgmt = MgmtTier(
+    "mgmt",
+    MgmtTierArgs(
+        hosts=topology.hosts_in(MGMT),
+        common=common,
+        server_type=config.server_types[MGMT],
+        subnets=networks.subnets,
+    ),
+)
 
 outputs = stack_outputs(
     stack,
     config,
     topology,
     networks.networks,
-    {**proxy.servers, **app.servers, **db.servers},
+    {**proxy.servers, **app.servers, **db.servers, **mgmt.servers},
     db.volume,
 )
 for output_name, value in outputs.items():

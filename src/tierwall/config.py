@@ -21,6 +21,7 @@ from tierwall.topology import (
     APP,
     DB,
     MAX_HOSTS_PER_TIER,
+    MGMT,
     PROXY,
     RFC1918,
     TIERS,
@@ -123,7 +124,9 @@ class StackConfig:
     admin_cidrs: tuple[str, ...]
     # pgBackRest's repositories, in its order (repo1, repo2...).
     backup_repositories: tuple[BackupRepository, ...]
-    server_types: Mapping[str, str] = field(default_factory=lambda: {PROXY: "cx23", APP: "cx23", DB: "cx23"})
+    server_types: Mapping[str, str] = field(
+        default_factory=lambda: {PROXY: "cx23", APP: "cx23", DB: "cx23", MGMT: "cx23"}
+    )
     image: str = DEFAULT_IMAGE
     proxy_count: int = 1
     app_count: int = 2
@@ -182,7 +185,7 @@ def _server_types(value: Any) -> dict[str, str]:
     unknown = sorted(set(value) - set(TIERS))
     if unknown:
         raise _Invalid(f"unknown tier(s) {unknown}; allowed tiers: {list(TIERS)}")
-    result = {PROXY: "cx23", APP: "cx23", DB: "cx23"}
+    result = {PROXY: "cx23", APP: "cx23", DB: "cx23", MGMT: "cx23"}
     for tier, server_type in value.items():
         if not isinstance(server_type, str) or not _SERVER_TYPE.match(server_type):
             raise _Invalid(f"{tier}: {server_type!r} is not a Hetzner server type (e.g. cx23, cpx22, cax11)")

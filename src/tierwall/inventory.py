@@ -1,8 +1,9 @@
 """Ansible inventory from the topology: the same shape for the lab and for a Hetzner stack.
 
-Groups ``proxy``, ``app`` and ``db``. The operator reaches the proxy on its public address,
-an app server through the proxy (one jump) and the db through the proxy and then an app
-server (two jumps), exactly as on Hetzner, where app and db have no public address.
+Groups ``proxy``, ``app``, ``db`` and ``mgmt``. The operator reaches the proxy on its public
+address, an app server and the management host through the proxy (one jump) and the db through the
+proxy and then an app server (two jumps), exactly as on Hetzner, where only the proxy has a public
+address.
 The whole topology (networks, hosts, flow matrix) travels in ``all.vars.tierwall_topology``
 so roles render host firewalls and tests check live state against the one model. The stack's
 backup repositories travel in ``all.vars.tierwall_backup_repositories`` (pgBackRest's repo1,
@@ -22,7 +23,18 @@ import yaml
 
 from tierwall.config import DEFAULT_BACKUP_RETENTION_DAYS, BackupRepository
 from tierwall.paths import REPO
-from tierwall.topology import APP, BACKEND, FRONTEND, PROXY, TIERS, Ports, Topology, build_topology
+from tierwall.topology import (
+    APP,
+    BACKEND,
+    DB,
+    FRONTEND,
+    MGMT,
+    PROXY,
+    TIERS,
+    Ports,
+    Topology,
+    build_topology,
+)
 
 OPS_USER = "ops"
 # The scheduled production check's account: its own key, no sudo but the common role's short list
@@ -102,14 +114,16 @@ def build_inventory(topology: Topology, access: Access) -> dict[str, Any]:
             hostvars["ansible_host"] = access.proxy_public[host.name]
             hostvars["tierwall_public_address"] = access.proxy_public[host.name]
             chain: list[str] = []
-        elif host.tier == APP:
+        elif host.tier in (APP, MGMT):
             hostvars["ansible_host"] = str(host.address(FRONTEND))
             chain = [bastion]
-        else:
+        elif host.tier == DB:
             hostvars["ansible_host"] = str(host.address(BACKEND))
             if access.db_volume_device:
                 hostvars["tierwall_volume_device"] = access.db_volume_device
             chain = [bastion, str(first_app.address(FRONTEND))]
+        else:
+            raise ValueError(f"host {host.name}: no access path for tier {host.tier!r}")
         args = base_args
         if not chain:
             args += _first_hop_option(access)

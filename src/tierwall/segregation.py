@@ -1,8 +1,8 @@
 """The segregation matrix: try every connection between every pair of endpoints, compare with the flows.
 
-For each ordered pair of endpoints (operator, sentinel, each proxy, each app, the db), every
-address of the destination is tried from inside the source's network namespace, so the source
-host's own firewall (its output chain) applies exactly as for its own processes:
+For each ordered pair of endpoints (operator, sentinel, each proxy, each app, the db, the management
+host), every address of the destination is tried from inside the source's network namespace, so the
+source host's own firewall (its output chain) applies exactly as for its own processes:
 
 * every TCP and UDP port any destination listens on (discovered live with ``ss``), every port
   and protocol the flow matrix declares (so DNS and NTP are tried even where nothing listens),
@@ -69,7 +69,7 @@ FULL_RANGE_PAIRS: tuple[tuple[str, str], ...] = ((PROXY, DB),)
 # so a service that should not exist on a host, or a firewall hole, shows up.
 def fixed_probe_ports(topology: Topology) -> tuple[int, ...]:
     p = topology.ports
-    return tuple(sorted({p.ssh, p.http, p.https, p.postgres, p.squid, p.apt_cacher, p.app}))
+    return tuple(sorted({p.ssh, p.http, p.https, p.postgres, p.squid, p.apt_cacher, p.app, p.log_archive}))
 
 
 def probe_ports(topology: Topology, extra_tcp: Iterable[int] = ()) -> set[tuple[int, str]]:

@@ -1,8 +1,8 @@
 """The topology model: networks, hosts, addresses and the flow matrix.
 
-This module is the single source of truth for the three-tier architecture. The Pulumi
-program, the lab, the Ansible inventory (and through it the host firewalls), the test
-suites and the audit report all read it. It imports nothing from Pulumi or Ansible.
+This module is the single source of truth for the three-tier architecture and its management
+host. The Pulumi program, the lab, the Ansible inventory (and through it the host firewalls), the
+test suites and the audit report all read it. It imports nothing from Pulumi or Ansible.
 
 Everything that is not a :class:`Flow` of the matrix is denied.
 """
@@ -13,9 +13,10 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-# Tiers, in the order traffic flows from the internet inwards.
-PROXY, APP, DB = "proxy", "app", "db"
-TIERS: tuple[str, ...] = (PROXY, APP, DB)
+# Tiers, in the order traffic flows from the internet inwards, then the management host that
+# keeps the audit trail off the tiers it records (it processes no personal data).
+PROXY, APP, DB, MGMT = "proxy", "app", "db", "mgmt"
+TIERS: tuple[str, ...] = (PROXY, APP, DB, MGMT)
 
 # Endpoints outside the private networks. "internet" is anybody; "admin" is the operators'
 # CIDRs (the lab's operator is the machine's root namespace).
@@ -26,17 +27,22 @@ FRONTEND, BACKEND = "frontend", "backend"
 # "public" is not a private network: it stands for a host's public interface.
 PUBLIC = "public"
 
-# Which private networks each tier is attached to. The app tier is the only one on both.
+# Which private networks each tier is attached to. The app tier is the only one on both. The
+# management host sits on the frontend: the proxy and the app reach it there, and the db, alone
+# with the app on the backend, sends its trail through the app's relay instead of sharing its
+# network with a fourth host.
 TIER_NETWORKS: dict[str, tuple[str, ...]] = {
     PROXY: (FRONTEND,),
     APP: (FRONTEND, BACKEND),
     DB: (BACKEND,),
+    MGMT: (FRONTEND,),
 }
 # Host addresses are derived from the network CIDR: host N of a tier gets
 # network_address + offset + N - 1. Hetzner keeps the first address (.1) as the gateway.
-HOST_OFFSETS: dict[str, int] = {PROXY: 10, APP: 20, DB: 30}
+HOST_OFFSETS: dict[str, int] = {PROXY: 10, APP: 20, DB: 30, MGMT: 40}
 MAX_HOSTS_PER_TIER = 9
 DB_COUNT = 1
+MGMT_COUNT = 1
 
 # The private ranges every tierwall network must lie in (Hetzner private networks are RFC 1918).
 RFC1918 = tuple(ipaddress.IPv4Network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
@@ -72,6 +78,9 @@ class Ports:
     apt_cacher: int = 3142
     # The relays that carry the db's backups out, hop by hop (db -> app -> proxy -> repository).
     backup_relay: int = 8543
+    # Every host's audit trail, over RELP inside mutual TLS (the archive, and the app's relay for
+    # the db's trail).
+    log_archive: int = 6514
     ntp: int = 123
     dns: int = 53
 
@@ -239,7 +248,7 @@ def build_topology(
         Network(FRONTEND, _parse_cidr(FRONTEND, frontend_cidr)),
         Network(BACKEND, _parse_cidr(BACKEND, backend_cidr)),
     )
-    counts = {PROXY: proxy_count, APP: app_count, DB: DB_COUNT}
+    counts = {PROXY: proxy_count, APP: app_count, DB: DB_COUNT, MGMT: MGMT_COUNT}
     for tier, count in counts.items():
         if isinstance(count, bool) or not isinstance(count, int):
             raise TopologyError(f"{tier} count must be an integer, got {count!r}")
@@ -268,6 +277,13 @@ def flow_matrix(ports: Ports) -> tuple[Flow, ...]:
         # Proxy -> app over the frontend network.
         Flow(PROXY, APP, p.app, "tcp", FRONTEND, "reverse proxy to the application (TLS)"),
         Flow(PROXY, APP, p.ssh, "tcp", FRONTEND, "operator SSH jump to the app servers"),
+        Flow(PROXY, MGMT, p.ssh, "tcp", FRONTEND, "operator SSH jump to the management host"),
+        # Every host's audit trail to the archive; nothing on the management host opens a
+        # connection to a tier host but for its own packages and time.
+        Flow(PROXY, MGMT, p.log_archive, "tcp", FRONTEND, "audit trail to the archive (RELP, mutual TLS)"),
+        Flow(APP, MGMT, p.log_archive, "tcp", FRONTEND, "audit trail, the db's relayed, to the archive"),
+        Flow(MGMT, PROXY, p.squid, "tcp", FRONTEND, "forward proxy (allow-listed egress: apt)"),
+        Flow(MGMT, PROXY, p.ntp, "udp", FRONTEND, "time sync from the proxy"),
         # App -> proxy: the app's only way out is the filtering forward proxy.
         Flow(APP, PROXY, p.squid, "tcp", FRONTEND, "forward proxy (allow-listed egress: apt, pip)"),
         Flow(APP, PROXY, p.ntp, "udp", FRONTEND, "time sync from the proxy"),
@@ -280,6 +296,7 @@ def flow_matrix(ports: Ports) -> tuple[Flow, ...]:
         Flow(DB, APP, p.apt_cacher, "tcp", BACKEND, "apt proxy (Debian archive only)"),
         Flow(DB, APP, p.ntp, "udp", BACKEND, "time sync from the app server"),
         Flow(DB, APP, p.backup_relay, "tcp", BACKEND, "backups and WAL pushed to the backup relay (TLS)"),
+        Flow(DB, APP, p.log_archive, "tcp", BACKEND, "audit trail to the app's relay (RELP, mutual TLS)"),
         # The proxy's own egress: the forward proxy's upstreams, DNS and time.
         Flow(PROXY, INTERNET, p.http, "tcp", PUBLIC, "egress to allow-listed registries"),
         Flow(PROXY, INTERNET, p.https, "tcp", PUBLIC, "egress: allow-listed registries, backup repositories"),
@@ -318,7 +335,7 @@ def _check_networks(networks: Iterable[Network]) -> None:
         if network.cidr.prefixlen > 26:
             raise TopologyError(
                 f"{network.name} CIDR {network.cidr} is too small: use a /26 or larger "
-                "(hosts are numbered from .10 to .38)"
+                "(hosts are numbered from .10 to .40)"
             )
     for a, b in _pairs(networks):
         if a.cidr.overlaps(b.cidr):
@@ -372,6 +389,8 @@ def _check_hosts(networks: tuple[Network, ...], hosts: tuple[Host, ...]) -> None
             raise TopologyError(f"the topology needs at least one {tier} host")
     if sum(1 for h in hosts if h.tier == DB) != DB_COUNT:
         raise TopologyError(f"exactly {DB_COUNT} db host is supported")
+    if sum(1 for h in hosts if h.tier == MGMT) != MGMT_COUNT:
+        raise TopologyError(f"exactly {MGMT_COUNT} management host is supported")
 
 
 def _check_flows(networks: tuple[Network, ...], hosts: tuple[Host, ...], flows: tuple[Flow, ...]) -> None:

@@ -274,7 +274,7 @@ def _sshd_dropin(tree: Tree, host: str) -> str:
     return render(tree, "common", "sshd-tierwall.conf.j2", host, __common_sshd_kex_offered=kex)
 
 
-@pytest.mark.parametrize("tier", ["proxy", "app", "db"])
+@pytest.mark.parametrize("tier", ["proxy", "app", "db", "mgmt"])
 def test_sshd_accepts_the_dropin(tree: Tree, tier: str) -> None:
     """The role's own validate step (the drop-in first, then the release's sshd_config) passes, and
     sshd -T shows the post-quantum hybrids first and the role's ciphers and MACs exactly."""
@@ -300,8 +300,10 @@ def test_sshd_accepts_the_dropin(tree: Tree, tier: str) -> None:
     assert effective["hostkeyalgorithms"] == "ssh-ed25519"
     assert effective["maxstartups"] == "10:30:60"
     hops = value(tree, "common", "common_sshd_permit_open", host)
-    assert effective["permitopen"].split() == (hops if tier != "db" else ["none"]), effective["permitopen"]
-    assert (tier == "db") is (hops == [])
+    # The db and the management host are no jump hosts: nobody's SSH goes on from them.
+    jump_host = tier in ("proxy", "app")
+    assert effective["permitopen"].split() == (hops if jump_host else ["none"]), effective["permitopen"]
+    assert jump_host is (hops != [])
 
 
 def test_dropin_kex_is_only_what_the_release_offers(tree: Tree) -> None:
@@ -315,7 +317,7 @@ def test_dropin_kex_is_only_what_the_release_offers(tree: Tree) -> None:
                          if k in kex["stdout_lines"]]
 
 
-@pytest.mark.parametrize("tier", ["proxy", "app", "db"])
+@pytest.mark.parametrize("tier", ["proxy", "app", "db", "mgmt"])
 def test_chrony_accepts_its_configuration(tree: Tree, tier: str) -> None:
     """chronyd parses the file with the options /etc/default/chrony gives it (the role's validate)."""
     host = HOSTS[tier]

@@ -16,7 +16,7 @@ import pytest
 
 from tierwall.lab.addressing import NO_ROUTE_PROBES, SENTINEL_PORTS, VOLUME_SIZE
 from tierwall.lab.inventory import INVENTORY
-from tierwall.topology import APP, BACKEND, DB, FRONTEND, PROXY
+from tierwall.topology import APP, BACKEND, DB, FRONTEND, MGMT, PROXY
 
 pytestmark = pytest.mark.lab
 
@@ -40,7 +40,7 @@ def connect(lab, host: str | None, address: str, port: int, timeout: float = 3) 
     return tuple(json.loads(result.stdout))
 
 
-def private_addresses(lab, tiers=(APP, DB)) -> list[tuple[str, str]]:
+def private_addresses(lab, tiers=(APP, DB, MGMT)) -> list[tuple[str, str]]:
     return [(h.name, str(i.address)) for h in lab.topology.hosts if h.tier in tiers for i in h.interfaces]
 
 

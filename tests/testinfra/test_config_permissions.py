@@ -18,10 +18,11 @@ TIER_GROUP = "all"
 ACNG = "/etc/apt-cacher-ng"
 FILES = {
     "all": [("/etc/ssh/sshd_config.d/10-tierwall.conf", "root"), ("/etc/chrony/chrony.conf", "_chrony"),
-            ("/etc/nftables.conf", "root")],
+            ("/etc/nftables.conf", "root"), ("/etc/rsyslog.d/50-tierwall-ship.conf", "root")],
     "proxy": [("/etc/squid/squid.conf", "proxy")],
     "app": [(f"{ACNG}/acng.conf", "apt-cacher-ng"), (f"{ACNG}/security.conf", "apt-cacher-ng")],
     "db": [],
+    "mgmt": [("/etc/rsyslog.d/40-tierwall-archive.conf", "root")],
 }  # fmt: skip
 
 

@@ -16,7 +16,9 @@ import pytest
 
 TIER_GROUP = "all"
 # What the policy promises, by tier: the private networks each tier is attached to.
-NETWORKS_OF_TIER = {"proxy": {"frontend"}, "app": {"frontend", "backend"}, "db": {"backend"}}
+NETWORKS_OF_TIER = {
+    "proxy": {"frontend"}, "app": {"frontend", "backend"}, "db": {"backend"}, "mgmt": {"frontend"},
+}  # fmt: skip
 
 
 def _global_addresses(host: Any) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:

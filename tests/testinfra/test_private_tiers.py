@@ -1,8 +1,8 @@
-"""App and db servers: no way out to the internet but the declared egress chain.
+"""App, db and management servers: no way out to the internet but the declared egress chain.
 
-Neither has a public address (Pulumi disables them); here the live hosts prove they have no
-default route either, so nothing on them can even address the internet: their only way out is
-the proxy's squid (app) and the app's apt proxy (db).
+None has a public address (Pulumi disables them); here the live hosts prove they have no default
+route either, so nothing on them can even address the internet: their only way out is the proxy's
+squid (app, management host) and the app's apt proxy (db).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-TIER_GROUP = ("app", "db")
+TIER_GROUP = ("app", "db", "mgmt")
 # Documentation addresses (RFC 5737): a route lookup sends nothing. The first is this machine's
 # uplink range, the second the lab's convention for "somewhere on the internet".
 INTERNET_PROBES = ("192.0.2.1", "198.51.100.77")

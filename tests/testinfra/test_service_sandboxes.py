@@ -30,6 +30,7 @@ SERVICES = {
               ("backup_relay", "haproxy.service")],
     "app": [("apt_proxy", "apt-cacher-ng.service"), ("backup_relay", "haproxy.service")],
     "db": [("postgresql", "postgresql@")],
+    "mgmt": [],
 }  # fmt: skip
 
 pytestmark = [pytest.mark.control("HARD-04")]
@@ -73,7 +74,7 @@ def test_chrony_keeps_debian_s_sandbox(host: Any) -> None:
 
 # tier -> (unit, the user its workers run as); their master signals them across users.
 RELOADED = {"proxy": [("nginx.service", "www-data"), ("haproxy.service", "haproxy")],
-            "app": [("haproxy.service", "haproxy")], "db": []}
+            "app": [("haproxy.service", "haproxy")], "db": [], "mgmt": []}
 
 
 def _workers(host: Any, user: str, unit: str) -> set[str]:

@@ -6,6 +6,7 @@ the running hosts."""
 from __future__ import annotations
 
 import base64
+import posixpath
 import re
 from typing import Any
 
@@ -15,7 +16,9 @@ from audit_trail_render import audit_variables, render, rules, value
 from role_render import ROLES, directives
 from role_render import value as role_value
 
-HOSTS = {"proxy": "proxy-1", "app": "app-1", "db": "db-1"}
+from tierwall.topology import TIERS
+
+HOSTS = {tier: f"{tier}-1" for tier in TIERS}
 VOLUME = "/dev/disk/by-id/scsi-0HC_Volume_1"
 BASE = {
     "tierwall-accounts": {"/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"},
@@ -43,6 +46,19 @@ def _watches(found: dict[str, Any]) -> dict[str, dict[str, str]]:
     return watched
 
 
+def _rsyslog_configuration(host: str) -> list[str]:
+    """What the log_shipping role writes of rsyslog's configuration: its main file (the task that
+    installs rsyslog.conf.j2) and the directory its own file goes in, where the other roles' files
+    go too. The role keeps no variable for the main file, so its task is read."""
+    tasks = yaml.safe_load((ROLES / "log_shipping" / "tasks" / "config.yml").read_text())
+    (main,) = [
+        t["ansible.builtin.template"]["dest"]
+        for t in tasks
+        if (t.get("ansible.builtin.template") or {}).get("src") == "rsyslog.conf.j2"
+    ]
+    return [main, posixpath.dirname(role_value("log_shipping", "__log_shipping_config", host))]
+
+
 @pytest.mark.control("AUD-01")
 @pytest.mark.parametrize("tier", HOSTS)
 def test_every_host_records_root_commands_accounts_sudoers_sshd_and_logins(tier: str) -> None:
@@ -60,13 +76,14 @@ def test_every_host_records_root_commands_accounts_sudoers_sshd_and_logins(tier:
 @pytest.mark.parametrize("backend", ["luks", "fscrypt"])
 @pytest.mark.parametrize("tier", HOSTS)
 def test_configuration_and_key_paths_are_the_owning_roles_own(tier: str, backend: str) -> None:
-    """Each watched path is the variable of the role that writes it: the firewall's ruleset and
-    PostgreSQL's configuration changed; the host's private keys, the app's credentials (the notes
-    keyring among them) and the db's volume read; the helper the data key passes through run."""
+    """Each watched path is the one the role that writes it writes: the firewall's ruleset,
+    rsyslog's configuration (which decides what leaves for the archive) and PostgreSQL's
+    configuration changed; the host's private keys, the app's credentials (the notes keyring among
+    them) and the db's volume read; the helper the data key passes through run."""
     host = HOSTS[tier]
     found = _host(tier, postgresql_encryption_backend=backend)
     watched = _watches(found)
-    config = [role_value("firewall", "firewall_config_path", host)]
+    config = [role_value("firewall", "firewall_config_path", host), *_rsyslog_configuration(host)]
     keys = [role_value("pki", "pki_host_dir", host) + "/private"]
     programs = []
     if tier == "app":

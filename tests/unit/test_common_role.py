@@ -8,9 +8,9 @@ import pytest
 import yaml
 from role_render import ROLES, directives, inventory, render, value
 
-from tierwall.topology import build_topology
+from tierwall.topology import MGMT_COUNT, TIERS, build_topology
 
-HOSTS = {"proxy": "proxy-1", "app": "app-1", "db": "db-1"}
+HOSTS = {tier: f"{tier}-1" for tier in TIERS}
 
 
 def _sshd(host: str, **kwargs) -> list[tuple[str, str]]:
@@ -45,28 +45,28 @@ def test_sshd_offers_the_ed25519_host_key_only(tier: str) -> None:
 @pytest.mark.parametrize("app_count", [1, 3])
 @pytest.mark.parametrize("tier", HOSTS)
 def test_forwards_reach_only_the_next_hops_sshd(tier: str, app_count: int) -> None:
-    """The proxy forwards to the apps' frontend :22, the app to the db's backend :22, from the
-    topology's SSH flows; the db forwards nothing."""
+    """The proxy forwards to the apps' and the management host's frontend :22, the app to the db's
+    backend :22, from the topology's SSH flows; the db and the management host forward nothing."""
     host = HOSTS[tier]
     forwarding = _values(host, "AllowTcpForwarding", app_count=app_count)
     permit_open = _values(host, "PermitOpen", app_count=app_count)
     expected = _next_hops(tier, app_count)
-    if tier == "db":
+    if tier in ("db", "mgmt"):
         assert (forwarding, permit_open, expected) == (["no"], ["none"], [])
     else:
         assert forwarding == ["local"]
         assert permit_open[0].split() == expected
-        assert len(expected) == (app_count if tier == "proxy" else 1)
+        assert len(expected) == (app_count + MGMT_COUNT if tier == "proxy" else 1)
 
 
 def test_the_next_hops_are_the_inventory_chains_hops() -> None:
     """What PermitOpen allows is what the inventory's ProxyCommand chain asks for (ssh -W to the
-    next host's ansible_host:22): app from the proxy, db from the first app."""
+    next host's ansible_host:22): app and the management host from the proxy, db from the first app."""
     groups = inventory(2)["all"]["children"].values()
     hosts = {name: h for group in groups for name, h in group["hosts"].items()}
     from_proxy = value("common", "common_sshd_permit_open", "proxy-1")
     from_app = value("common", "common_sshd_permit_open", "app-1")
-    assert {f"{hosts[a]['ansible_host']}:22" for a in ("app-1", "app-2")} == set(from_proxy)
+    assert {f"{hosts[a]['ansible_host']}:22" for a in ("app-1", "app-2", "mgmt-1")} == set(from_proxy)
     assert from_app == [f"{hosts['db-1']['ansible_host']}:22"]
 
 

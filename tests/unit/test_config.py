@@ -73,7 +73,7 @@ def test_example_stack_is_valid() -> None:
 def test_defaults_fill_optional_keys() -> None:
     config = parse_config(_valid())
     assert config.image == "debian-13"
-    assert config.server_types == {"proxy": "cx23", "app": "cx23", "db": "cx23"}
+    assert config.server_types == {"proxy": "cx23", "app": "cx23", "db": "cx23", "mgmt": "cx23"}
     assert (config.frontend_cidr, config.backend_cidr) == ("10.10.1.0/24", "10.10.2.0/24")
 
 

@@ -125,6 +125,7 @@ def test_every_step_runs_in_order_and_the_inventory_comes_from_the_outputs(
         "proxy": ["proxy-1"],
         "app": ["app-1", "app-2"],
         "db": ["db-1"],
+        "mgmt": ["mgmt-1"],
     }
     assert groups["proxy"]["hosts"]["proxy-1"]["ansible_host"] == "203.0.113.10"
     assert inventory["all"]["vars"]["ansible_ssh_private_key_file"] == str(key)
@@ -352,7 +353,7 @@ def run_hcloud_plugin(servers: list[dict[str, Any]], monkeypatch: pytest.MonkeyP
 def test_the_hcloud_example_puts_each_server_in_its_tier_group(monkeypatch: pytest.MonkeyPatch) -> None:
     inventory = run_hcloud_plugin(hcloud_servers(json.loads(OUTPUTS.read_text())), monkeypatch)
     groups = {tier: sorted(h.name for h in inventory.groups[tier].get_hosts()) for tier in TIERS}
-    assert groups == {"proxy": ["proxy-1"], "app": ["app-1", "app-2"], "db": ["db-1"]}
+    assert groups == {"proxy": ["proxy-1"], "app": ["app-1", "app-2"], "db": ["db-1"], "mgmt": ["mgmt-1"]}
     assert sorted(h.name for h in inventory.groups["location_fsn1"].get_hosts()) == sorted(
         name for names in groups.values() for name in names
     )

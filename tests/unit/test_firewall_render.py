@@ -36,6 +36,7 @@ IFNAMES = {
     "proxy": {"public": "eth0", "frontend": "enp7s0"},
     "app": {"frontend": "ens10", "backend": "enp8s0"},
     "db": {"backend": "ens11"},
+    "mgmt": {"frontend": "ens12"},
 }
 
 

@@ -24,6 +24,7 @@ from tierwall.inventory import (
     topology_from_outputs,
 )
 from tierwall.paths import REPO
+from tierwall.topology import TIERS
 
 OUTPUTS = Path(__file__).parent / "fixtures" / "stack-outputs.json"
 
@@ -61,6 +62,8 @@ def test_groups_match_the_topology(inventory: dict[str, Any]) -> None:
     assert sorted(_hosts(inventory, "proxy")) == ["proxy-1"]
     assert sorted(_hosts(inventory, "app")) == ["app-1", "app-2"]
     assert sorted(_hosts(inventory, "db")) == ["db-1"]
+    assert sorted(_hosts(inventory, "mgmt")) == ["mgmt-1"]
+    assert sorted(inventory["all"]["children"]) == sorted(TIERS)
 
 
 @pytest.mark.control("AC-03")
@@ -77,6 +80,16 @@ def test_app_is_reached_through_the_proxy(inventory: dict[str, Any]) -> None:
     command = _proxy_command(app)
     assert command.endswith("-W %h:%p ops@203.0.113.10")
     assert command.count("-W %h:%p") == 1
+
+
+@pytest.mark.control("AC-03")
+def test_the_management_host_is_reached_through_the_proxy(inventory: dict[str, Any]) -> None:
+    mgmt = _hosts(inventory, "mgmt")["mgmt-1"]
+    assert mgmt["ansible_host"] == "10.10.1.40"
+    command = _proxy_command(mgmt)
+    assert command.endswith("-W %h:%p ops@203.0.113.10")
+    assert command.count("-W %h:%p") == 1
+    assert mgmt["tierwall_addresses"] == {"frontend": "10.10.1.40"}
 
 
 @pytest.mark.control("AC-03")
@@ -114,7 +127,7 @@ def test_topology_and_access_travel_to_every_host(inventory: dict[str, Any]) -> 
 
 
 def test_production_inventory_keeps_host_key_checking(inventory: dict[str, Any]) -> None:
-    for group in ("proxy", "app", "db"):
+    for group in TIERS:
         for hostvars in _hosts(inventory, group).values():
             assert "StrictHostKeyChecking=yes" in hostvars["ansible_ssh_common_args"]
 
@@ -136,7 +149,7 @@ def test_inventory_command_writes_yaml(tmp_path: Path) -> None:
     target = tmp_path / "inventory.yml"
     assert main(["inventory", "--pulumi-outputs", str(OUTPUTS), "-o", str(target)]) == 0
     written = yaml.safe_load(target.read_text())
-    assert sorted(written["all"]["children"]) == ["app", "db", "proxy"]
+    assert sorted(written["all"]["children"]) == ["app", "db", "mgmt", "proxy"]
 
 
 def test_inventory_command_reports_bad_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,7 +20,9 @@ from tierwall.lab.state import State
 from tierwall.lab.system import LabError
 from tierwall.paths import LAB_DIR
 
-HOSTS = ["proxy-1", "app-1", "db-1"]
+# The hosts of the lab the faked_lab fixture builds (one app server): a lab recorded with these is
+# the lab `up` would build.
+HOSTS = [h.name for h in inventory.lab_config(None, 1).topology().hosts]
 
 
 @pytest.fixture

@@ -180,9 +180,10 @@ def test_german_locations_flag_everything_else(type_: str, props: dict[str, Any]
     [
         {**labelled("db"), "publicNets": PRIVATE},
         {**labelled("app"), "publicNets": PRIVATE},
+        {**labelled("mgmt"), "publicNets": PRIVATE},
         {**labelled("proxy"), "publicNets": PUBLIC},
     ],
-    ids=["db", "app", "proxy"],
+    ids=["db", "app", "mgmt", "proxy"],
 )
 def test_private_tiers_without_public_address_pass(props: dict[str, Any]) -> None:
     assert check_resource(policies.app_db_no_public_address, SERVER, props) == []
@@ -197,9 +198,23 @@ def test_private_tiers_without_public_address_pass(props: dict[str, Any]) -> Non
         ({**labelled("db"), "publicNets": [{"ipv6Enabled": False}]}, "public ipv4"),
         ({**labelled("app"), "publicNets": [{"ipv4Enabled": False, "ipv6Enabled": True}]}, "public ipv6"),
         ({**labelled("db"), "publicNets": [{**PRIVATE[0], "ipv4": 4711}]}, "public ipv4"),
-        ({**labelled(), "publicNets": PUBLIC}, "label it proxy, app or db"),
+        ({**labelled("mgmt")}, "does not set public_nets"),
+        ({**labelled("mgmt"), "publicNets": [{"ipv4Enabled": True, "ipv6Enabled": False}]}, "public ipv4"),
+        ({**labelled(), "publicNets": PUBLIC}, "label it proxy, app, db or mgmt"),
+        # A tier the policy does not know (an "ops" box beside the management host) cannot be proved
+        # private by its tier: refused whatever its addresses.
+        ({**labelled("ops"), "publicNets": PUBLIC}, "tierwall.tier='ops'; label it proxy, app, db or mgmt"),
     ],
-    ids=["db-default", "db-v4-default-on", "app-v6", "db-primary-ip", "unlabelled"],
+    ids=[
+        "db-default",
+        "db-v4-default-on",
+        "app-v6",
+        "db-primary-ip",
+        "mgmt-default",
+        "mgmt-v4",
+        "unlabelled",
+        "unknown-tier",
+    ],
 )
 def test_private_tiers_with_a_public_address_are_flagged(props: dict[str, Any], message: str) -> None:
     found = check_resource(policies.app_db_no_public_address, SERVER, props, name="db-1")
@@ -338,6 +353,7 @@ class Stack:
         self.server("proxy-1", "proxy", "frontend")
         self.server("app-1", "app", "frontend", "backend")
         self.server("db-1", "db", "backend")
+        self.server("mgmt-1", "mgmt", "frontend")
         return self
 
 
@@ -383,7 +399,7 @@ def test_backend_without_proxy_passes() -> None:
 
 
 @pytest.mark.control("NET-03")
-@pytest.mark.parametrize("tier", ["proxy", None], ids=["proxy", "unlabelled"])
+@pytest.mark.parametrize("tier", ["proxy", "mgmt", None], ids=["proxy", "mgmt", "unlabelled"])
 def test_proxy_or_unlabelled_server_on_backend_is_flagged(tier: str | None) -> None:
     stack = Stack().good()
     intruder = stack.server("intruder", tier, "frontend", "backend")

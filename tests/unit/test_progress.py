@@ -15,18 +15,21 @@ import pytest
 
 from tierwall import progress
 from tierwall.lab import lifecycle
+from tierwall.lab.inventory import lab_config
 from tierwall.lab.state import State
 from tierwall.progress import step
 
+# The machines of the lab the faked_lab fixture builds (one app server), every tier's.
+MACHINES = len(lab_config(None, 1).topology().hosts)
 UP_STEPS = [
     "checking the host's packages",
     "base image cached (debian trixie)",
     "building the networks and the containment",
     "starting the sentinel (203.0.113.50)",
     "starting the off-site backup store (203.0.113.60)",
-    "preparing 3 machine disks",
-    "starting 3 machines",
-    "waiting for 3 machines to boot",
+    f"preparing {MACHINES} machine disks",
+    f"starting {MACHINES} machines",
+    f"waiting for {MACHINES} machines to boot",
     "writing known_hosts and the inventory",
     "checking ssh through the jump chain",
 ]
@@ -95,7 +98,7 @@ def test_up_reports_each_step_once(faked_lab: list[str], capsys: pytest.CaptureF
     assert all(STEP_LINE.match(line) for line in captured.err.splitlines()), captured.err
     assert captured.out.startswith("lab is up in ")
     # the steps still ran, in their order, each machine once
-    assert faked_lab.count("start") == faked_lab.count("wait_running") == 3
+    assert faked_lab.count("start") == faked_lab.count("wait_running") == MACHINES
     assert faked_lab.index("build_network") < faked_lab.index("start") < faked_lab.index("verify_ssh")
 
 

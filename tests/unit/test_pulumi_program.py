@@ -41,7 +41,7 @@ from pulumi_policy import (
 from tierwall.config import ALLOWED_LOCATIONS, load_stack_file
 from tierwall.inventory import load_outputs, proxy_public_from_outputs, topology_from_outputs
 from tierwall.paths import REPO
-from tierwall.topology import APP, DB, PROXY, Topology, build_topology
+from tierwall.topology import APP, DB, MGMT, PROXY, Topology, build_topology
 
 PROGRAM_DIR = REPO / "infra" / "pulumi"
 POLICY_DIR = REPO / "infra" / "policy"
@@ -54,7 +54,7 @@ KEYS = [
 ]
 ADMIN_CIDRS = ["198.51.100.7/32", "2001:db8:1::/48"]
 ANYWHERE = ["0.0.0.0/0", "::/0"]
-SERVER_TYPES = {PROXY: "cx23", APP: "cpx22", DB: "cax11"}
+SERVER_TYPES = {PROXY: "cx23", APP: "cpx22", DB: "cax11", MGMT: "cx33"}
 BACKUP_REPOSITORIES = [
     {"location": "fsn1", "endpoint": "fsn1.your-objectstorage.com", "bucket": "notes-backups-fsn1"},
     {
@@ -403,14 +403,36 @@ def test_app_servers_have_private_addresses_only(app_count: int) -> pulumi.Outpu
     return run.check(check)
 
 
-# -- NET-03: three tiers on two networks; the db on the backend only -------------------------------
+@pytest.mark.control("NET-02")
+@pytest.mark.parametrize("app_count", APP_COUNTS)
+@pulumi.runtime.test
+def test_the_management_host_has_a_private_address_only(app_count: int) -> pulumi.Output[None]:
+    """One management server, no public address, on the frontend at the topology's address, behind
+    no Cloud Firewall (it has no public interface to filter)."""
+    run = ProgramRun(stack_config(appCount=app_count)).execute()
+    topology = run.topology()
+
+    def check(graph: Graph) -> None:
+        _assert_public_nets(graph, {PROXY: 1, APP: app_count, DB: 1, MGMT: 1})
+        (mgmt,) = graph.servers(MGMT)
+        primary_ips = {"ipv4", "ipv6"} & set(mgmt.inputs)
+        assert not primary_ips, f"{mgmt}: primary IP(s) {sorted(primary_ips)} assigned"
+        got = {a.network: a.ip for a in graph.attachments(mgmt)}
+        expected = {i.network: str(i.address) for i in topology.host(mgmt.name).interfaces}
+        assert got == expected == {"frontend": "10.10.1.40"}, f"{mgmt}: attached {got}"
+        assert not mgmt.inputs.get("firewallIds"), f"{mgmt}: firewalls {mgmt.inputs.get('firewallIds')}"
+
+    return run.check(check)
+
+
+# -- NET-03: the tiers on two networks; the db on the backend only ---------------------------------
 
 
 @pytest.mark.control("NET-03")
 @pytest.mark.parametrize("app_count", APP_COUNTS)
 @pulumi.runtime.test
 def test_db_is_on_the_backend_network_only(app_count: int) -> pulumi.Output[None]:
-    """The db is on backend only; backend carries only app and db; the proxy is on frontend only."""
+    """The db is on backend only; backend carries only app and db; proxy and mgmt are on frontend only."""
     run = ProgramRun(stack_config(appCount=app_count)).execute()
     topology = run.topology()
 
@@ -422,6 +444,8 @@ def test_db_is_on_the_backend_network_only(app_count: int) -> pulumi.Output[None
             assert got == expected, f"{server}: attached {got}, the topology says {expected}"
         (db,) = graph.servers(DB)
         assert [a.network for a in graph.attachments(db)] == ["backend"], f"{db}: not on backend only"
+        (mgmt,) = graph.servers(MGMT)
+        assert [a.network for a in graph.attachments(mgmt)] == ["frontend"], f"{mgmt}: not on frontend only"
         on_backend = {
             s.tier for s in graph.servers() if "backend" in {a.network for a in graph.attachments(s)}
         }
@@ -514,10 +538,15 @@ def test_no_network_has_a_route(app_count: int) -> pulumi.Output[None]:
 def test_every_server_and_volume_is_in_germany(app_count: int, location: str) -> pulumi.Output[None]:
     """Every server and volume is placed by location (fsn1/nbg1), never by zone or datacenter."""
     run = ProgramRun(stack_config(appCount=app_count, location=location)).execute()
+    topology = run.topology()
 
     def check(graph: Graph) -> None:
         located = graph.servers() + graph.of(VOLUME)
-        assert len(located) == app_count + 3, f"unexpected servers/volumes: {[str(n) for n in located]}"
+        # One server per host of the topology, and the db's volume.
+        assert sorted(s.name for s in graph.servers()) == sorted(h.name for h in topology.hosts), (
+            f"unexpected servers: {[str(n) for n in graph.servers()]}"
+        )
+        assert len(located) == len(topology.hosts) + 1, f"unexpected volumes: {[str(n) for n in located]}"
         for node in located:
             assert node.inputs.get("location") == location, f"{node}: location {node.inputs.get('location')}"
             assert node.inputs["location"] in ALLOWED_LOCATIONS, f"{node}: not in Germany"
@@ -533,12 +562,15 @@ def test_every_server_and_volume_is_in_germany(app_count: int, location: str) ->
 @pytest.mark.parametrize("app_count", APP_COUNTS)
 @pulumi.runtime.test
 def test_db_server_is_delete_and_rebuild_protected(app_count: int) -> pulumi.Output[None]:
-    """Hetzner refuses to delete or rebuild the db server until someone lifts the protection."""
+    """Hetzner refuses to delete or rebuild the db server, and the management host that keeps the
+    audit trail, until someone lifts the protection; the replaceable proxy and app servers are not."""
     run = ProgramRun(stack_config(appCount=app_count)).execute()
 
     def check(graph: Graph) -> None:
+        assert graph.servers(DB), [str(s) for s in graph.servers()]
+        assert graph.servers(MGMT), [str(s) for s in graph.servers()]
         for server in graph.servers():
-            protected = server.tier == DB
+            protected = server.tier in (DB, MGMT)
             got = (server.inputs.get("deleteProtection"), server.inputs.get("rebuildProtection"))
             assert got == (protected, protected), f"{server}: delete/rebuild protection {got}"
 
@@ -551,7 +583,7 @@ def test_no_server_is_replaced_for_what_acts_only_at_creation() -> pulumi.Output
     would otherwise replace every server, and fail on the delete-protected db."""
     run = ProgramRun(stack_config(appCount=2)).execute()
     servers = [r for r in run.created if type(r).__name__ == "Server"]
-    assert len(servers) == 4, servers
+    assert len(servers) == len(run.topology().hosts), servers
     for server in servers:
         options = OPTIONS[server]
         assert options is not None, server
@@ -615,7 +647,9 @@ def test_servers_carry_labels_type_image_keys_and_placement(app_count: int) -> p
             assert server.inputs["name"] == f"tierwall-{STACK}-{server.name}", f"{server}: Hetzner name"
             assert sorted(server.inputs["sshKeys"]) == sorted(k.id for k in keys), f"{server}: ssh keys"
             group_id = server.inputs.get("placementGroupId")
-            if tier == DB:
+            if tier in (DB, MGMT):
+                # One host each: a spread group has nothing to spread.
+                assert group_id is None, f"{server}: in placement group {group_id}"
                 continue
             assert group_id is not None, f"{server}: no placement group"
             group = graph.by_id(group_id)
@@ -1062,13 +1096,16 @@ def _declare_twice(component: str, topology: Topology) -> None:
         elif component == "app":
             app = _program_module("app_tier")
             app.AppTier(name, app.AppTierArgs(topology.hosts_in(APP), common, "cx23", networks.subnets))
+        elif component == "mgmt":
+            mgmt = _program_module("mgmt_tier")
+            mgmt.MgmtTier(name, mgmt.MgmtTierArgs(topology.hosts_in(MGMT), common, "cx23", networks.subnets))
         else:
             db = _program_module("db_tier")
             args = db.DatabaseTierArgs(topology.hosts_in(DB), common, "cx23", 10, networks.subnets)
             db.DatabaseTier(name, args)
 
 
-@pytest.mark.parametrize("component", ["networks", "operator-keys", "proxy", "app", "db"])
+@pytest.mark.parametrize("component", ["networks", "operator-keys", "proxy", "app", "db", "mgmt"])
 @pulumi.runtime.test
 def test_two_instances_of_a_component_never_collide(component: str) -> pulumi.Output[None]:
     """Children are named from their component's name: no URN and no Hetzner name is used twice."""

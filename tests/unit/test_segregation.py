@@ -29,12 +29,13 @@ from tierwall.segregation import (
     probe_matrix,
     resolve,
 )
-from tierwall.topology import APP, DB, PROXY, PUBLIC, build_topology
+from tierwall.topology import APP, DB, MGMT, PROXY, PUBLIC, build_topology
 
 TOPOLOGY = build_topology(app_count=1)
 PROXY_1 = Endpoint("proxy-1", (PROXY,), ((PUBLIC, "203.0.113.10"), ("frontend", "10.10.1.10")), "ns-proxy")
 APP_1 = Endpoint("app-1", (APP,), (("frontend", "10.10.1.20"), ("backend", "10.10.2.20")), "ns-app")
 DB_1 = Endpoint("db-1", (DB,), (("backend", "10.10.2.30"),), "ns-db")
+MGMT_1 = Endpoint("mgmt-1", (MGMT,), (("frontend", "10.10.1.40"),), "ns-mgmt")
 SENTINEL = Endpoint("sentinel", ("internet",), ((PUBLIC, "203.0.113.50"),), "ns-sentinel",
                     serves=frozenset({(80, "tcp"), (443, "tcp")}))  # fmt: skip
 
@@ -51,7 +52,7 @@ def fake_network(
     """A runner answering `ss` from ``tcp``/``udp`` (namespace -> lines), probes from
     ``open_ports`` ((source, address, port, protocol) -> the probe program's answer; anything
     else is blocked) and sweeps from ``sweeps`` ((source, address) -> ports not blocked)."""
-    namespaces = {e.namespace: e.name for e in (PROXY_1, APP_1, DB_1, SENTINEL, OPERATOR)}
+    namespaces = {e.namespace: e.name for e in (PROXY_1, APP_1, DB_1, MGMT_1, SENTINEL, OPERATOR)}
     listening = {"-Hltn": tcp or {}, "-Hlun": udp or {}}
     RUNS.clear()
 
@@ -146,15 +147,24 @@ def test_declared_dns_is_tried_even_where_nothing_listens() -> None:
 
 def test_a_declared_flow_without_its_source_is_reported_not_probed() -> None:
     """Without the operator nobody in the admin CIDRs tries SSH to the bastion: not proved."""
-    matrix = probe_matrix(TOPOLOGY, [PROXY_1, APP_1, DB_1, SENTINEL], [SENTINEL, PROXY_1, APP_1, DB_1],
-                          runner=fake_network({}))  # fmt: skip
+    hosts = [PROXY_1, APP_1, DB_1, MGMT_1]
+    matrix = probe_matrix(TOPOLOGY, [*hosts, SENTINEL], [SENTINEL, *hosts], runner=fake_network({}))
     unprobed = [c.flow for c in matrix.not_probed]
     assert [(f.source, f.destination, f.port) for f in unprobed] == [("admin", "proxy", 22)]
     assert len(matrix.coverage) == len(TOPOLOGY.flows)
 
 
-def test_with_every_endpoint_every_declared_flow_is_probed() -> None:
+def test_a_host_left_out_leaves_every_flow_of_its_tier_not_probed() -> None:
+    """A management host nobody probes from or to proves none of its flows: each is reported."""
     endpoints = [OPERATOR, SENTINEL, PROXY_1, APP_1, DB_1]
+    matrix = probe_matrix(TOPOLOGY, endpoints, endpoints[1:], runner=fake_network({}))
+    unprobed = {c.flow.key for c in matrix.not_probed}
+    assert unprobed == {f.key for f in TOPOLOGY.flows if MGMT in (f.source, f.destination)}
+    assert len(unprobed) == 5
+
+
+def test_with_every_endpoint_every_declared_flow_is_probed() -> None:
+    endpoints = [OPERATOR, SENTINEL, PROXY_1, APP_1, DB_1, MGMT_1]
     matrix = probe_matrix(TOPOLOGY, endpoints, endpoints[1:], runner=fake_network({}))
     assert matrix.not_probed == []
     assert {c.status for c in matrix.coverage} == {PROBED}

@@ -113,6 +113,7 @@ def test_two_proxies_and_three_app_servers(tmp_path: Path) -> None:
         "app-2",
         "app-3",
         "db-1",
+        "mgmt-1",
     ]
     second_proxy = resolved(config, "proxy-2")
     assert second_proxy["hostname"] == "203.0.113.11"
@@ -121,6 +122,18 @@ def test_two_proxies_and_three_app_servers(tmp_path: Path) -> None:
     assert (third_app["hostname"], third_app["proxyjump"]) == ("10.10.1.22", "proxy-1")
     db = resolved(config, "db-1")
     assert (db["hostname"], db["proxyjump"]) == ("10.10.2.30", "proxy-1,app-1")
+    mgmt = resolved(config, "mgmt-1")
+    assert (mgmt["hostname"], mgmt["proxyjump"]) == ("10.10.1.40", "proxy-1")
+
+
+@needs_ssh
+def test_the_management_host_is_one_jump_through_the_proxy(inventory: Path, tmp_path: Path) -> None:
+    mgmt = resolved(ssh_config(tmp_path, "--inventory", str(inventory)), "mgmt-1")
+    assert mgmt["hostname"] == "10.10.1.40"
+    assert mgmt["user"] == "ops"
+    assert mgmt["proxyjump"] == "proxy-1"
+    assert mgmt["identityfile"] == KEY
+    assert mgmt["stricthostkeychecking"] == "true"
 
 
 @needs_ssh

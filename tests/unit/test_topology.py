@@ -14,6 +14,7 @@ from tierwall.topology import (
     DB,
     FRONTEND,
     INTERNET,
+    MGMT,
     PROXY,
     PUBLIC,
     Flow,
@@ -45,11 +46,12 @@ def _rebuild(topology: Topology, **changes) -> Topology:
 
 
 def test_hosts_and_addresses_derive_from_the_cidrs(topology: Topology) -> None:
-    assert [h.name for h in topology.hosts] == ["proxy-1", "app-1", "app-2", "db-1"]
+    assert [h.name for h in topology.hosts] == ["proxy-1", "app-1", "app-2", "db-1", "mgmt-1"]
     assert topology.host("proxy-1").address(FRONTEND) == IP("10.10.1.10")
     assert topology.host("app-2").address(FRONTEND) == IP("10.10.1.21")
     assert topology.host("app-2").address(BACKEND) == IP("10.10.2.21")
     assert topology.host("db-1").address(BACKEND) == IP("10.10.2.30")
+    assert topology.host("mgmt-1").address(FRONTEND) == IP("10.10.1.40")
 
 
 @pytest.mark.control("NET-03")
@@ -57,7 +59,9 @@ def test_tier_attachment(topology: Topology) -> None:
     assert topology.host("db-1").networks == (BACKEND,)
     assert topology.host("proxy-1").networks == (FRONTEND,)
     assert set(topology.host("app-1").networks) == {FRONTEND, BACKEND}
+    assert topology.host("mgmt-1").networks == (FRONTEND,)
     assert {h.tier for h in topology.hosts_on(BACKEND)} == {APP, DB}
+    assert not topology.host("mgmt-1").has_public_address
 
 
 @pytest.mark.parametrize("count", [1, 3, 9])
@@ -76,6 +80,8 @@ def test_any_number_of_app_servers(count: int) -> None:
         (PROXY, (BACKEND,)),
         (APP, (FRONTEND,)),
         (APP, (BACKEND,)),
+        (MGMT, (FRONTEND, BACKEND)),
+        (MGMT, (BACKEND,)),
     ],
 )
 def test_tier_on_wrong_network_is_rejected(topology: Topology, tier: str, networks: tuple[str, ...]) -> None:
@@ -145,6 +151,20 @@ def test_second_db_is_rejected(topology: Topology) -> None:
         _rebuild(topology, hosts=(*topology.hosts, extra))
 
 
+def test_second_management_host_is_rejected(topology: Topology) -> None:
+    extra = Host("mgmt-2", MGMT, (Interface(FRONTEND, IP("10.10.1.41")),))
+    with pytest.raises(TopologyError, match="exactly 1 management"):
+        _rebuild(topology, hosts=(*topology.hosts, extra))
+
+
+@pytest.mark.parametrize("count", [1, 9])
+def test_the_management_host_never_collides_with_a_full_tier(count: int) -> None:
+    # Nine proxies and nine apps end at .18 and .28: the management host's .40 stays its own, even
+    # on the smallest network the checks accept.
+    topology = build_topology(frontend_cidr="10.10.1.0/26", proxy_count=count, app_count=count)
+    assert topology.host("mgmt-1").address(FRONTEND) == IP("10.10.1.40")
+
+
 @pytest.mark.parametrize("count", [0, 10, -1, True, "2"])
 def test_host_counts_are_bounded(count: object) -> None:
     with pytest.raises(TopologyError, match="app count"):
@@ -160,6 +180,24 @@ def test_flow_matrix_keeps_db_to_app_only(topology: Topology) -> None:
     assert not topology.allows("proxy-1", "db-1", 5432)
     assert not topology.allows(INTERNET, APP, 8443)
     assert not topology.allows(DB, INTERNET, 443)
+    # The db's trail reaches the archive only through the app's relay.
+    assert topology.allows("db-1", "app-1", topology.ports.log_archive)
+    assert not topology.allows("db-1", "mgmt-1", topology.ports.log_archive)
+
+
+def test_the_management_host_is_reached_and_reaches_out_through_the_proxy_only(topology: Topology) -> None:
+    port = topology.ports
+    assert topology.allows("proxy-1", "mgmt-1", port.ssh)
+    assert topology.allows("proxy-1", "mgmt-1", port.log_archive)
+    assert topology.allows("app-1", "mgmt-1", port.log_archive)
+    assert topology.allows("mgmt-1", "proxy-1", port.squid)
+    assert topology.allows("mgmt-1", "proxy-1", port.ntp, "udp")
+    assert not topology.allows(ADMIN, MGMT, port.ssh)
+    assert not topology.allows(INTERNET, MGMT, port.https)
+    assert not topology.allows(MGMT, INTERNET, port.https)
+    assert not topology.allows("app-1", "mgmt-1", port.ssh)
+    # Nothing on the management host opens a connection to the app tier or the db.
+    assert {f.destination for f in topology.flows_from(MGMT)} == {PROXY}
 
 
 @pytest.mark.parametrize(
@@ -169,6 +207,8 @@ def test_flow_matrix_keeps_db_to_app_only(topology: Topology) -> None:
         (Flow(INTERNET, DB, 5432, "tcp", PUBLIC, "x"), "only the proxy tier"),
         (Flow(DB, INTERNET, 443, "tcp", PUBLIC, "x"), "only the proxy tier"),
         (Flow(ADMIN, APP, 22, "tcp", PUBLIC, "x"), "only the proxy tier"),
+        (Flow(ADMIN, MGMT, 22, "tcp", PUBLIC, "x"), "only the proxy tier"),
+        (Flow(DB, MGMT, 6514, "tcp", BACKEND, "x"), "share"),
         (Flow(APP, APP, 22, "tcp", FRONTEND, "x"), "two different endpoints"),
         (Flow(APP, DB, 5432, "sctp", BACKEND, "x"), "tcp or udp"),
         (Flow(APP, DB, 5432, "tcp", BACKEND, "again"), "declared twice"),

@@ -62,7 +62,7 @@ from tierwall.progress import step
 from tierwall.topology import DB, PROXY, Host, Topology
 
 PREUP_SNAPSHOT = LAB_DIR / "preup-snapshot.json"
-_OUR_NETNS = re.compile(r"^tw-(switch|sentinel|offsite|(proxy|app|db)-\d+)$")
+_OUR_NETNS = re.compile(r"^tw-(switch|sentinel|offsite|(proxy|app|db|mgmt)-\d+)$")
 
 
 # -- up ------------------------------------------------------------------------------------------

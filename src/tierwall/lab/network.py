@@ -7,7 +7,7 @@
   masqueraded out of the uplink; ``net.ipv4.ip_forward=1`` (the previous value is restored).
 * ``tw-switch``: the frontend/backend bridges, so the root namespace has no interface there.
 * ``tw-<host>``: one veth per network of the host, addresses from the topology; proxies get a
-  default route via the operator, app and db no default route at all.
+  default route via the operator, the other tiers no default route at all.
 """
 
 from __future__ import annotations
