@@ -28,7 +28,8 @@ REPORTS  := $(LAB)/reports
 # postgresql: the reference app's tests start throwaway clusters of their own (no main cluster is
 # created: see apt-deps). sudo: visudo checks the rendered sudoers files.
 APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client util-linux \
-                ca-certificates curl postgresql libpq5 nginx-light testssl.sh rsyslog age sudo aide
+                ca-certificates curl postgresql libpq5 nginx-light testssl.sh rsyslog rsyslog-relp \
+                rsyslog-openssl age sudo aide
 
 .PHONY: help
 ## help: this list (each target's line is the `## target:` comment above it in this Makefile)

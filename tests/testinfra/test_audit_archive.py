@@ -47,6 +47,17 @@ def _wait_for(archive: Any, marker: str, directory: str, pattern: str, count: in
     )
 
 
+def _first_deliveries(lines: list[str]) -> list[str]:
+    """The entries' numbers in the order they first arrived. RELP delivers at least once: after a
+    broken session the entry in flight may come again, later; a repeat must be that same entry
+    (the same host, program and time written at the source), never a different one."""
+    first: dict[str, str] = {}
+    for line in lines:
+        number, written = line.rsplit("-", 1)[-1], line.split(" ", 2)[2]
+        assert first.setdefault(number, written) == written, f"{number} arrived twice, differently: {lines}"
+    return list(first)
+
+
 def _tier_addresses(inventory: Inventory) -> set[str]:
     topology = inventory.all_vars["tierwall_topology"]
     found = {a for h in topology["hosts"].values() for a in h["addresses"].values()}
@@ -71,7 +82,7 @@ def test_an_operators_sudo_on_every_host_is_archived_under_that_host_naming_the_
         assert done.rc == 0, f"{name}: {done.stderr}"
     for name in names:
         person = inventory.hostvars(name).get("ansible_user", "ops")
-        line = rf" {name} sudo(\[\d+\])?: +{person} : .*COMMAND=/usr/bin/true {marker} {name}$"
+        line = rf" {name} sudo(\[[^]]*\])?: +{person} : .*COMMAND=/usr/bin/true {marker} {name}$"
         _wait_for(host, marker, name, line)
 
 
@@ -130,7 +141,7 @@ def test_no_full_address_of_the_platform_reaches_the_archive(host: Any, inventor
     for name in inventory.hosts_of("all"):
         address = next(iter(topology["hosts"][name]["addresses"].values()))
         network_part = re.escape(address.rsplit(".", 1)[0] + ".0")
-        line = _wait_for(host, marker, name, rf" tierwall-minimisation(\[\d+\])?: {marker} from ")[0]
+        line = _wait_for(host, marker, name, rf" tierwall-minimisation(\[[^]]*\])?: {marker} from ")[0]
         assert re.search(rf" from {network_part}$", line), f"{name}'s address left the host whole: {line}"
     hits = []
     for address in sorted(_tier_addresses(inventory)):
@@ -145,7 +156,8 @@ def test_no_full_address_of_the_platform_reaches_the_archive(host: Any, inventor
 @pytest.mark.verify_never(ROOT_ONLY)
 def test_entries_wait_while_the_archive_is_away_and_arrive_in_order(host: Any, inventory: Inventory) -> None:
     """The archive stops; the proxy and the db log numbered entries meanwhile; none arrives until
-    the archive runs again, then all do, in the order they were written."""
+    the archive runs again, then all do, in the order they were written (an entry in flight when
+    the session broke may come twice: RELP delivers at least once)."""
     marker, count = f"tierwall-outage-{uuid.uuid4().hex}", 20
     senders = [inventory.first("proxy"), inventory.first("db")]
     assert host.run("systemctl stop rsyslog.service").rc == 0
@@ -160,9 +172,8 @@ def test_entries_wait_while_the_archive_is_away_and_arrive_in_order(host: Any, i
     finally:
         assert host.run("systemctl start rsyslog.service").rc == 0
     for name in senders:
-        lines = _wait_for(host, marker, name, rf" tierwall-outage(\[\d+\])?: {marker}-\d{{3}}$", count)
-        numbers = [line.rsplit("-", 1)[-1] for line in lines]
-        assert numbers == [f"{n:03d}" for n in range(count)], (name, numbers)
+        lines = _wait_for(host, marker, name, rf" tierwall-outage(\[[^]]*\])?: {marker}-\d{{3}}$", count)
+        assert _first_deliveries(lines) == [f"{n:03d}" for n in range(count)], (name, lines)
 
 
 @pytest.mark.control("AUD-03")
