@@ -6,7 +6,8 @@ Every host writes numbered entries to its journal (``logger``, ten per second); 
 management host files each with the time it was written at the source and the time it arrived
 (rsyslog's timereported and timegenerated, both microseconds). The lab's machines share this
 machine's clock, so the difference is the delivery time: journal, rsyslog's queue, RELP in TLS
-(through the app's relay for the db), the archive's file. Target: p99 <= 5 s. The lab must be up
+(through the app's relay for the db), the archive's file. Target: p99 <= 5 s. The management host
+files its own trail without sending it and is not timed. The lab must be up
 and converged; nothing leaves the lab.
 """
 
@@ -68,7 +69,9 @@ def body() -> int:
     lab = Lab()
     busy = warn_if_busy()
     archive_host, marker = lab.first("mgmt"), f"tierwall-bench-{uuid.uuid4().hex[:12]}"
-    hosts = sorted(lab.hosts)
+    # The archive host files its own trail without sending it: rsyslog stamps those entries'
+    # arrival with the journal's own time, so there is no delivery to time.
+    hosts = sorted(h for h in lab.hosts if h != archive_host)
     for host in hosts:
         print(f"{host}: writing {args.entries} entries")
         write_entries(lab, host, marker, args.entries)
