@@ -140,6 +140,7 @@ class Trail:
     archive: Daemon
     relay: Daemon
     db: Daemon
+    audit_log: Path
 
     def lines(self, host: str, marker: str) -> list[str]:
         return [line for path in sorted((self.archive_dir / host).glob("*.log"))
@@ -157,14 +158,17 @@ def trail(tmp_path: Path, pki: Path) -> Iterator[Trail]:
                       log_archive_listen_address="127.0.0.1", log_archive_dir=str(archive_dir))
     relay = _daemon(tmp_path, pki, "app-1", "log_shipping", "ship.conf.j2", log_shipping_port=port,
                     log_shipping_targets={"mgmt-1": "127.0.0.1"},
-                    log_shipping_relay_listen_address="127.0.0.2")
+                    log_shipping_relay_listen_address="127.0.0.2", log_shipping_files=[])
+    audit_log = tmp_path / "audit.log"
+    audit_log.touch()
     db = _daemon(tmp_path, pki, "db-1", "log_shipping", "ship.conf.j2", log_shipping_port=port,
-                 log_shipping_targets={"app-1": "127.0.0.2"})  # fmt: skip
+                 log_shipping_targets={"app-1": "127.0.0.2"},
+                 log_shipping_files=[{"path": str(audit_log), "tag": "auditd"}])  # fmt: skip
     daemons = (archive, relay, db)
     try:
         for daemon in daemons:
             daemon.start()
-        yield Trail(archive_dir, port, archive, relay, db)
+        yield Trail(archive_dir, port, archive, relay, db, audit_log)
     finally:
         for daemon in daemons:
             daemon.stop()
@@ -195,6 +199,21 @@ def first_deliveries(lines: list[str]) -> list[str]:
         number, written = line.rsplit("-", 1)[-1], line.split(" ", 2)[2]
         assert first.setdefault(number, written) == written, f"{number} arrived twice, differently: {lines}"
     return list(first)
+
+
+@pytest.mark.control("AUD-02")
+def test_auditds_records_leave_with_the_journal_their_address_cut(trail: Trail) -> None:
+    """A record auditd appends to its file (a login, with the client's address) arrives under the
+    db's name, tagged auditd, the address cut to its network part."""
+    marker = _marker()
+    record = (f"type=USER_LOGIN msg=audit(1764680000.123:456): pid=812 uid=0 auid=1000 ses=3 "
+              f"msg='op=login acct=\"ops\" exe=\"/usr/sbin/sshd\" hostname=? addr=198.51.100.7 "
+              f"terminal=ssh res=success {marker}'")
+    with trail.audit_log.open("a") as log:
+        log.write(record + "\n")
+    (line,) = trail.wait_for("db-1", marker)
+    assert " db-1 auditd[-]: type=USER_LOGIN " in line, line
+    assert "addr=198.51.100.0 " in line, line
 
 
 @pytest.mark.control("AUD-02")
