@@ -117,7 +117,7 @@ def test_host_certificate_names_and_usages(issued: tuple[Path, int, int]) -> Non
     }
     assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
     assert cert.public_key().curve.name == "secp256r1"
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
