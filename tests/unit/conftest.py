@@ -44,6 +44,7 @@ def faked_lab(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     monkeypatch.setattr(lifecycle.subprocess, "run", _refuse)
     monkeypatch.setattr(lifecycle.subprocess, "Popen", _refuse)
     monkeypatch.setattr(lifecycle, "RUN_DIR", tmp_path / "var" / "run")
+    monkeypatch.setattr(lifecycle, "ARCHIVE_ANCHORS", tmp_path / "lab" / "log-archive")
     monkeypatch.setattr(lifecycle, "require_root", called("require_root"))
     monkeypatch.setattr(lifecycle, "ensure_host_packages", called("ensure_host_packages"))
     monkeypatch.setattr(lifecycle, "ensure_key", called("ensure_key", "ssh-ed25519 AAAA test"))

@@ -128,9 +128,13 @@ def test_down_reports_each_step_once(
 ) -> None:
     monkeypatch.setattr(State, "load", classmethod(lambda cls, path=None: State(pids={"proxy-1": 1})))
     (lifecycle.RUN_DIR / "db-1").mkdir(parents=True)
+    lifecycle.ARCHIVE_ANCHORS.mkdir(parents=True)
+    (lifecycle.ARCHIVE_ANCHORS / "mgmt-1.head").write_text("sealed x 1 0 0\n")
     assert lifecycle.down() == 0
     captured = capsys.readouterr()
     assert _step_labels(captured.err) == DOWN_STEPS
     assert captured.out.startswith("lab is down in ")
     assert not lifecycle.RUN_DIR.exists()
+    # The archive went with its machine; so does the chain line kept for it.
+    assert not lifecycle.ARCHIVE_ANCHORS.exists()
     assert faked_lab.index("stop_all") < faked_lab.index("teardown_network")
