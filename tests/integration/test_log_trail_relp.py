@@ -25,7 +25,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testinfra"))
 from role_render import render
+from trail_lines import first_deliveries
 
 NAMES = ("mgmt-1", "app-1", "db-1", "intruder-1")
 
@@ -188,17 +190,6 @@ def test_the_dbs_entry_reaches_the_archive_through_the_relay_with_its_address_cu
     assert f"db-1 tierwall-test[-]: {marker} connection from 10.10.2.0 port 51234" in db_line, db_line
     assert f"app-1 tierwall-test[-]: {marker} accepted from 10.10.1.0" in app_line, app_line
     assert "10.10.2.20" not in db_line
-
-
-def first_deliveries(lines: list[str]) -> list[str]:
-    """The entries' numbers in the order they first arrived. RELP delivers at least once: after a
-    broken session the entry in flight may come again, later; a repeat must be that same entry
-    (the same host, program and time written at the source), never a different one."""
-    first: dict[str, str] = {}
-    for line in lines:
-        number, written = line.rsplit("-", 1)[-1], line.split(" ", 2)[2]
-        assert first.setdefault(number, written) == written, f"{number} arrived twice, differently: {lines}"
-    return list(first)
 
 
 @pytest.mark.control("AUD-02")

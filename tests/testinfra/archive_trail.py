@@ -36,14 +36,3 @@ def wait_for(archive: Any, marker: str, directory: str, pattern: str, count: int
     raise AssertionError(
         f"{pattern!r} not in {ARCHIVE}/{directory}/ {count} times within {DELIVERY_SECONDS} s: {lines!r}"
     )
-
-
-def first_deliveries(lines: list[str]) -> list[str]:
-    """The entries' numbers in the order they first arrived. RELP delivers at least once: after a
-    broken session the entry in flight may come again, later; a repeat must be that same entry
-    (the same host, program and time written at the source), never a different one."""
-    first: dict[str, str] = {}
-    for line in lines:
-        number, written = line.rsplit("-", 1)[-1], line.split(" ", 2)[2]
-        assert first.setdefault(number, written) == written, f"{number} arrived twice, differently: {lines}"
-    return list(first)

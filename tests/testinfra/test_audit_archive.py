@@ -16,8 +16,9 @@ import uuid
 from typing import Any
 
 import pytest
-from archive_trail import ARCHIVE, ROOT_ONLY, archived, first_deliveries, wait_for
+from archive_trail import ARCHIVE, ROOT_ONLY, archived, wait_for
 from conftest import Inventory, connect
+from trail_lines import first_deliveries
 
 TIER_GROUP = "mgmt"
 
